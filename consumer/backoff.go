@@ -33,7 +33,7 @@ const (
 // limit that could silently stop redeliveries.
 type Backoff struct {
 	Initial    time.Duration // default 1s
-	Max        time.Duration // default 5m
+	Max        time.Duration // default 5m, or Initial when that is larger
 	Multiplier float64       // default 2
 	Jitter     Jitter        // default FullJitter
 }
@@ -43,7 +43,7 @@ func (b Backoff) withDefaults() Backoff {
 		b.Initial = time.Second
 	}
 	if b.Max == 0 {
-		b.Max = 5 * time.Minute
+		b.Max = max(5*time.Minute, b.Initial)
 	}
 	if b.Multiplier == 0 {
 		b.Multiplier = 2
@@ -74,9 +74,9 @@ func (b Backoff) Delay(attempt int) time.Duration {
 	d := b.ceiling(attempt)
 	switch b.Jitter {
 	case FullJitter:
-		return time.Duration(rand.Int64N(int64(d) + 1))
+		return uniform(0, d)
 	case EqualJitter:
-		return d/2 + time.Duration(rand.Int64N(int64(d-d/2)+1))
+		return uniform(d/2, d)
 	default:
 		return d
 	}
@@ -98,8 +98,16 @@ func (b Backoff) ceiling(attempt int) time.Duration {
 	}
 	eb.Reset()
 	d := eb.NextBackOff()
-	for i := 1; i < attempt && d < b.Max; i++ {
+	// Bounded so that a multiplier barely above 1 and a huge attempt
+	// number cannot make this loop long.
+	for i := 1; i < min(attempt, 10_000) && d < b.Max && b.Multiplier > 1; i++ {
 		d = eb.NextBackOff()
 	}
 	return d
+}
+
+// uniform draws from [lo, hi], 0 <= lo <= hi. The span is counted in
+// uint64 so that hi-lo+1 cannot overflow when hi is the largest duration.
+func uniform(lo, hi time.Duration) time.Duration {
+	return lo + time.Duration(rand.Uint64N(uint64(hi-lo)+1))
 }

@@ -43,6 +43,9 @@ type Config struct {
 	// Logger receives fetch, ack and lease failures and handler errors.
 	// Default slog.Default().
 	Logger *slog.Logger
+
+	// Observer receives the Metric* counts and durations. Default none.
+	Observer Observer
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -72,6 +75,9 @@ func (c Config) withDefaults() (Config, error) {
 	c.Backoff = c.Backoff.withDefaults()
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.Observer == nil {
+		c.Observer = NopObserver{}
 	}
 	return c, nil
 }
@@ -158,6 +164,7 @@ type run struct {
 	c   *Consumer
 	cfg Config
 	log *slog.Logger
+	obs Observer
 
 	srcCtx     context.Context // for acks, nacks and extensions; outlives the drain
 	srcCancel  context.CancelFunc
@@ -185,6 +192,7 @@ func newRun(c *Consumer, ctx context.Context) *run {
 		c:        c,
 		cfg:      c.cfg,
 		log:      c.cfg.Logger,
+		obs:      c.cfg.Observer,
 		work:     make(chan *task, c.cfg.MaxInFlight),
 		slot:     make(chan struct{}, 1),
 		poke:     make(chan struct{}, 1),
@@ -239,6 +247,7 @@ func (r *run) fetchLoop(ctx context.Context) {
 				return
 			}
 			failures++
+			r.obs.Count(MetricFetchErrors, 1)
 			wait := fetchRetryDelay(failures)
 			r.log.LogAttrs(ctx, slog.LevelError, "consumer: fetch failed",
 				slog.Any("error", err), slog.Duration("retry_in", wait))
@@ -259,6 +268,7 @@ func (r *run) fetchLoop(ctx context.Context) {
 				slog.Int("asked", int(n)), slog.Int("got", len(ds)))
 		}
 		r.inflight.Add(int64(len(ds)))
+		r.obs.Count(MetricInflight, int64(len(ds)))
 		for _, d := range ds {
 			r.dispatch(d)
 		}
@@ -340,8 +350,13 @@ func (r *run) process(t *task) {
 		cancel(nil) // lost or abandoned before it started
 		return
 	}
+	began := time.Now()
+	if !t.msg.EnqueuedAt.IsZero() {
+		r.obs.Observe(MetricQueueLag, began.Sub(t.msg.EnqueuedAt))
+	}
 	err := r.call(ctx, t.msg)
 	cancel(nil)
+	r.obs.Observe(MetricHandlerDuration, time.Since(began))
 	if !t.state.CompareAndSwap(taskRunning, taskDone) {
 		return // the lease was lost or shutdown nacked it meanwhile
 	}
@@ -349,7 +364,9 @@ func (r *run) process(t *task) {
 		if aerr := t.d.Ack(r.srcCtx); aerr != nil {
 			r.log.LogAttrs(r.srcCtx, slog.LevelWarn, "consumer: ack failed; the message will be redelivered",
 				slog.String("message_id", t.msg.ID), slog.Any("error", aerr))
+			return
 		}
+		r.obs.Count(MetricProcessed, 1)
 		return
 	}
 	delay, level := r.delay(t.msg, err)
@@ -359,7 +376,9 @@ func (r *run) process(t *task) {
 	if nerr := t.d.Nack(r.srcCtx, delay); nerr != nil {
 		r.log.LogAttrs(r.srcCtx, slog.LevelWarn, "consumer: nack failed; the message will be redelivered when its lease ends",
 			slog.String("message_id", t.msg.ID), slog.Any("error", nerr))
+		return
 	}
+	r.obs.Count(MetricRetries, 1)
 }
 
 // delay picks the redelivery delay for a failed message.
@@ -389,6 +408,7 @@ func (r *run) finish(t *task) {
 	r.untrackLocked(t)
 	r.mu.Unlock()
 	r.inflight.Add(-1)
+	r.obs.Count(MetricInflight, -1)
 	select {
 	case r.slot <- struct{}{}:
 	default:
@@ -504,6 +524,7 @@ func (r *run) extend(t *task) {
 			slog.String("message_id", t.msg.ID), slog.Any("error", err))
 		return
 	}
+	r.obs.Count(MetricLeaseLost, 1)
 	if t.state.CompareAndSwap(taskQueued, taskLost) {
 		r.log.LogAttrs(r.srcCtx, slog.LevelWarn, "consumer: lease lost before the handler started",
 			slog.String("message_id", t.msg.ID), slog.Any("error", err))

@@ -132,15 +132,13 @@ func Retry(opts RetryOptions) (Middleware, error) {
 				if !retryable(ctx, err) {
 					return err
 				}
+				// A RetryAfter replaces the backoff's wait; the schedule
+				// still advances so later waits keep growing.
 				wait := b.NextBackOff()
-				if wait == backoff.Stop {
-					return err
-				}
 				if d, ok := RetryAfterDelay(err); ok {
-					if b.GetElapsedTime()+d > opts.MaxElapsed {
-						return err
-					}
 					wait = d
+				} else if wait == backoff.Stop {
+					return err
 				}
 				if b.GetElapsedTime()+wait > opts.MaxElapsed {
 					return err
