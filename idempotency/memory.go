@@ -1,0 +1,171 @@
+package idempotency
+
+import (
+	"context"
+	"hash/maphash"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+const memShards = 64
+
+// MemoryStore is a [Store] in process memory, for tests, examples and
+// single-process services. It keeps nothing across restarts, so it dedupes
+// only what one process sees.
+//
+// Expired keys are dropped as they are found and by a sweep that runs every
+// few thousand claims, so memory follows the number of live keys.
+type MemoryStore struct {
+	seed   maphash.Seed
+	token  atomic.Int64
+	shards [memShards]memShard
+	now    func() time.Time // for tests
+}
+
+type memShard struct {
+	mu     sync.Mutex
+	keys   map[string]*memRecord
+	claims int
+}
+
+type memRecord struct {
+	fingerprint string
+	completed   bool
+	token       int64
+	result      []byte
+	expires     time.Time
+}
+
+var _ Store = (*MemoryStore)(nil)
+
+// NewMemoryStore returns an empty store.
+func NewMemoryStore() *MemoryStore {
+	s := &MemoryStore{seed: maphash.MakeSeed(), now: time.Now}
+	for i := range s.shards {
+		s.shards[i].keys = make(map[string]*memRecord)
+	}
+	return s
+}
+
+func (s *MemoryStore) shard(key string) *memShard {
+	return &s.shards[maphash.String(s.seed, key)%memShards]
+}
+
+// live returns key's record unless it is absent or expired.
+func (sh *memShard) live(key string, now time.Time) *memRecord {
+	r, ok := sh.keys[key]
+	if !ok {
+		return nil
+	}
+	if !r.expires.After(now) {
+		delete(sh.keys, key)
+		return nil
+	}
+	return r
+}
+
+// Claim implements [Store].
+func (s *MemoryStore) Claim(ctx context.Context, key, fingerprint string, lease time.Duration) (Claim, error) {
+	if err := ctx.Err(); err != nil {
+		return Claim{}, err
+	}
+	now := s.now()
+	sh := s.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if sh.claims++; sh.claims%4096 == 0 {
+		for k, r := range sh.keys {
+			if !r.expires.After(now) {
+				delete(sh.keys, k)
+			}
+		}
+	}
+	r := sh.live(key, now)
+	if r == nil {
+		tok := s.token.Add(1)
+		sh.keys[key] = &memRecord{fingerprint: fingerprint, token: tok, expires: now.Add(lease)}
+		return Claim{Status: Claimed, Token: tok}, nil
+	}
+	if fingerprint != "" && r.fingerprint != "" && fingerprint != r.fingerprint {
+		return Claim{}, ErrFingerprintMismatch
+	}
+	if r.completed {
+		return Claim{Status: Completed, Result: r.result}, nil
+	}
+	return Claim{Status: InProgress, RetryAfter: r.expires.Sub(now)}, nil
+}
+
+// held returns the record that token holds, or nil.
+func (s *MemoryStore) held(sh *memShard, key string, token int64, now time.Time) *memRecord {
+	r := sh.live(key, now)
+	if r == nil || r.completed || r.token != token {
+		return nil
+	}
+	return r
+}
+
+// Extend implements [Store].
+func (s *MemoryStore) Extend(ctx context.Context, key string, token int64, lease time.Duration) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	now := s.now()
+	sh := s.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	r := s.held(sh, key, token, now)
+	if r == nil {
+		return ErrStaleToken
+	}
+	r.expires = now.Add(lease)
+	return nil
+}
+
+// Complete implements [Store].
+func (s *MemoryStore) Complete(ctx context.Context, key string, token int64, result []byte, retention time.Duration) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	now := s.now()
+	sh := s.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	r := s.held(sh, key, token, now)
+	if r == nil {
+		return ErrStaleToken
+	}
+	r.completed = true
+	r.result = append([]byte(nil), result...)
+	r.expires = now.Add(retention)
+	return nil
+}
+
+// Release implements [Store].
+func (s *MemoryStore) Release(ctx context.Context, key string, token int64) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	now := s.now()
+	sh := s.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if s.held(sh, key, token, now) == nil {
+		return ErrStaleToken
+	}
+	delete(sh.keys, key)
+	return nil
+}
+
+// Len returns the number of keys held, expired ones included until they
+// are swept.
+func (s *MemoryStore) Len() int {
+	n := 0
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		n += len(sh.keys)
+		sh.mu.Unlock()
+	}
+	return n
+}
