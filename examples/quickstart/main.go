@@ -1,6 +1,7 @@
 // Command quickstart runs a consumer on the in-memory queue, with no
-// servers: a stream of orders in which one fails transiently, one panics
-// and one asks to be retried later, and every order is still handled.
+// servers: a stream of orders in which one fails transiently, one panics,
+// one asks to be retried later and three are delivered twice, and every
+// order is still charged exactly once.
 //
 //	go run ./examples/quickstart
 package main
@@ -9,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"sync"
@@ -16,16 +18,17 @@ import (
 	"time"
 
 	"github.com/idemq/idemq/consumer"
+	"github.com/idemq/idemq/idempotency"
 )
 
 func main() {
-	if err := run(); err != nil {
+	if err := run(os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "quickstart:", err)
 		os.Exit(1)
 	}
 }
 
-func run() error {
+func run(out io.Writer) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
@@ -42,9 +45,12 @@ func run() error {
 			Body: fmt.Appendf(nil, `{"order":%d,"amount":%d}`, i+1, 10*(i+1)),
 		}
 	}
-	if err := queue.Publish(ctx, msgs...); err != nil {
+	// At-least-once brokers deliver some messages twice.
+	dups := []consumer.Message{msgs[1], msgs[4], msgs[4]}
+	if err := queue.Publish(ctx, append(msgs, dups...)...); err != nil {
 		return err
 	}
+	total := int64(len(msgs) + len(dups))
 
 	var (
 		calls     atomic.Int64 // handler invocations, retries included
@@ -52,8 +58,10 @@ func run() error {
 		throttled atomic.Bool
 		flaky     atomic.Int64
 		mu        sync.Mutex
-		done      = map[string]int{} // order ID -> delivery that handled it
+		done      = map[string]int{} // order ID -> delivery that charged it
+		charges   = map[string]int{} // order ID -> times charged
 		finished  = make(chan struct{})
+		obs       = &counter{total: total, done: finished}
 	)
 	handle := consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
 		calls.Add(1)
@@ -78,12 +86,8 @@ func run() error {
 		}
 		mu.Lock()
 		defer mu.Unlock()
-		if _, seen := done[m.ID]; !seen {
-			done[m.ID] = m.Attempt
-			if len(done) == orders {
-				close(finished)
-			}
-		}
+		charges[m.ID]++
+		done[m.ID] = m.Attempt
 		return nil
 	})
 
@@ -91,11 +95,21 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	c, err := consumer.New(queue, consumer.Chain(consumer.Recover, retry)(handle), consumer.Config{
+	// Each order ID is claimed before the handler runs and completed after
+	// it succeeds; a second delivery of a completed order is acked unseen.
+	dedupe, err := idempotency.Middleware(idempotency.Options{
+		Store:    idempotency.NewMemoryStore(),
+		Observer: obs,
+	})
+	if err != nil {
+		return err
+	}
+	c, err := consumer.New(queue, consumer.Chain(consumer.Recover, dedupe, retry)(handle), consumer.Config{
 		MaxInFlight: 8,
 		OrderByKey:  true,
 		Backoff:     consumer.Backoff{Initial: 50 * time.Millisecond, Max: time.Second},
 		Logger:      slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
+		Observer:    obs,
 	})
 	if err != nil {
 		return err
@@ -109,7 +123,7 @@ func run() error {
 	select {
 	case <-finished:
 	case <-ctx.Done():
-		return fmt.Errorf("orders still pending after %s: %w", time.Since(start).Round(time.Millisecond), ctx.Err())
+		return fmt.Errorf("messages still pending after %s: %w", time.Since(start).Round(time.Millisecond), ctx.Err())
 	}
 	stop()
 	if err := <-errc; err != nil {
@@ -118,15 +132,50 @@ func run() error {
 
 	mu.Lock()
 	defer mu.Unlock()
-	fmt.Printf("handled %d of %d orders in %s\n", len(done), orders, time.Since(start).Round(time.Millisecond))
-	fmt.Printf("  handler calls:        %d (%d extra)\n", calls.Load(), calls.Load()-orders)
-	fmt.Printf("  order-4 (flaky):      ok after %d calls in delivery %d (in-process retry)\n", flaky.Load(), done["order-4"])
-	fmt.Printf("  order-7 (panic):      ok on delivery %d (panic recovered, redelivered)\n", done["order-7"])
-	fmt.Printf("  order-9 (throttled):  ok on delivery %d (redelivered after Retry-After)\n", done["order-9"])
+	once := true
+	for _, n := range charges {
+		once = once && n == 1
+	}
+	fmt.Fprintf(out, "charged %d of %d orders in %s, each exactly once: %t\n", len(charges), orders, time.Since(start).Round(time.Millisecond), once)
+	fmt.Fprintf(out, "  messages acked:       %d (%d orders + %d duplicate deliveries)\n", obs.get(consumer.MetricProcessed), orders, len(dups))
+	fmt.Fprintf(out, "  duplicates skipped:   %d\n", obs.get(idempotency.MetricDuplicatesSkipped))
+	fmt.Fprintf(out, "  handler calls:        %d (%d extra)\n", calls.Load(), calls.Load()-orders)
+	fmt.Fprintf(out, "  order-4 (flaky):      ok after %d calls in delivery %d (in-process retry)\n", flaky.Load(), done["order-4"])
+	fmt.Fprintf(out, "  order-7 (panic):      ok on delivery %d (panic recovered, redelivered)\n", done["order-7"])
+	fmt.Fprintf(out, "  order-9 (throttled):  ok on delivery %d (redelivered after Retry-After)\n", done["order-9"])
 	stats := queue.Stats()
-	fmt.Printf("queue now: %d ready, %d delayed, %d leased\n", stats.Ready, stats.Delayed, stats.Leased)
-	if len(done) != orders || stats != (consumer.MemQueueStats{}) {
-		return errors.New("some orders were not acknowledged")
+	fmt.Fprintf(out, "queue now: %d ready, %d delayed, %d leased\n", stats.Ready, stats.Delayed, stats.Leased)
+	if len(charges) != orders || !once || stats != (consumer.MemQueueStats{}) {
+		return errors.New("some orders were not charged exactly once")
 	}
 	return nil
+}
+
+// counter is a consumer.Observer that keeps counts and closes done once
+// total messages have been acked.
+type counter struct {
+	mu     sync.Mutex
+	counts map[string]int64
+	total  int64
+	done   chan struct{}
+}
+
+func (c *counter) Count(name string, delta int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.counts == nil {
+		c.counts = map[string]int64{}
+	}
+	c.counts[name] += delta
+	if name == consumer.MetricProcessed && c.counts[name] == c.total {
+		close(c.done)
+	}
+}
+
+func (c *counter) Observe(string, time.Duration) {}
+
+func (c *counter) get(name string) int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.counts[name]
 }
