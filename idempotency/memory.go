@@ -1,6 +1,7 @@
 package idempotency
 
 import (
+	"bytes"
 	"context"
 	"hash/maphash"
 	"sync"
@@ -14,8 +15,8 @@ const memShards = 64
 // single-process services. It keeps nothing across restarts, so it dedupes
 // only what one process sees.
 //
-// Expired keys are dropped as they are found and by a sweep that runs every
-// few thousand claims, so memory follows the number of live keys.
+// Expired keys are dropped as they are found and by a sweep whose cost is
+// spread over claims, so memory follows the number of live keys.
 type MemoryStore struct {
 	seed   maphash.Seed
 	token  atomic.Int64
@@ -74,7 +75,10 @@ func (s *MemoryStore) Claim(ctx context.Context, key, fingerprint string, lease 
 	sh := s.shard(key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if sh.claims++; sh.claims%4096 == 0 {
+	// Sweep once the shard has seen as many claims as it holds keys, so
+	// each claim pays for scanning about one key.
+	if sh.claims++; sh.claims >= 1024 && sh.claims >= len(sh.keys) {
+		sh.claims = 0
 		for k, r := range sh.keys {
 			if !r.expires.After(now) {
 				delete(sh.keys, k)
@@ -91,7 +95,7 @@ func (s *MemoryStore) Claim(ctx context.Context, key, fingerprint string, lease 
 		return Claim{}, ErrFingerprintMismatch
 	}
 	if r.completed {
-		return Claim{Status: Completed, Result: r.result}, nil
+		return Claim{Status: Completed, Result: bytes.Clone(r.result)}, nil
 	}
 	return Claim{Status: InProgress, RetryAfter: r.expires.Sub(now)}, nil
 }
@@ -136,7 +140,7 @@ func (s *MemoryStore) Complete(ctx context.Context, key string, token int64, res
 		return ErrStaleToken
 	}
 	r.completed = true
-	r.result = append([]byte(nil), result...)
+	r.result = bytes.Clone(result)
 	r.expires = now.Add(retention)
 	return nil
 }
