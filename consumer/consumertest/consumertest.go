@@ -1,6 +1,7 @@
 package consumertest
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"maps"
@@ -24,8 +25,12 @@ type Factory func(t *testing.T, lease time.Duration) (consumer.Source, consumer.
 // Options tunes the suite for drivers whose backends are slower or coarser
 // than memory. Zero fields mean the defaults given below.
 type Options struct {
-	// Lease is the lease of the queues in the checks where leases expire
-	// or must outlast a wait. Default 400ms.
+	// Lease is the lease of the queues in the checks where a lease must
+	// expire, or must be seen not to: round trip, Ack, lease expiry and
+	// Extend. Nack's delay in its check is 1.5 leases. Default 400ms.
+	//
+	// The other checks use a lease of three Waits (at least 30s), so that
+	// a redelivery they see can only come from the Nack under test.
 	Lease time.Duration
 
 	// Wait bounds how long a check waits for something that should
@@ -34,9 +39,10 @@ type Options struct {
 	// leases.
 	Wait time.Duration
 
-	// Tolerance is how much earlier than its time a redelivery may arrive,
-	// by the local clock, to allow for a backend's clock granularity.
-	// Default 50ms.
+	// Tolerance is how far the local clock may disagree with the backend's
+	// timing: a redelivery may arrive this much before its time, and a
+	// Deadline may be this much later than one lease after the call that
+	// set it. Default 50ms.
 	Tolerance time.Duration
 
 	// Messages is how many messages the concurrent-consumers check
@@ -111,23 +117,15 @@ func newSuite(f Factory, o Options) (*suite, error) {
 	}
 	s := &suite{
 		newQueue:  f,
-		lease:     cmpOr(o.Lease, 400*time.Millisecond),
-		wait:      cmpOr(o.Wait, 10*time.Second),
-		tol:       cmpOr(o.Tolerance, 50*time.Millisecond),
-		messages:  cmpOr(o.Messages, 500),
-		consumers: cmpOr(o.Consumers, 8),
+		lease:     cmp.Or(o.Lease, 400*time.Millisecond),
+		wait:      cmp.Or(o.Wait, 10*time.Second),
+		tol:       cmp.Or(o.Tolerance, 50*time.Millisecond),
+		messages:  cmp.Or(o.Messages, 500),
+		consumers: cmp.Or(o.Consumers, 8),
 	}
 	s.wait = max(s.wait, 4*s.lease)
 	s.longLease = max(30*time.Second, 3*s.wait)
 	return s, nil
-}
-
-func cmpOr[T comparable](v, def T) T {
-	var zero T
-	if v == zero {
-		return def
-	}
-	return v
 }
 
 // queue is one queue made by the factory, with the lease it was made with.
@@ -249,7 +247,11 @@ func requireSameMessage(t *testing.T, want, got *consumer.Message) {
 	require.Equal(t, want.ID, got.ID, "ID")
 	require.Equal(t, want.Key, got.Key, "Key of %q", want.ID)
 	require.Equal(t, want.Body, got.Body, "Body of %q", want.ID)
-	require.Equal(t, want.Headers, got.Headers, "Headers of %q", want.ID)
+	if len(want.Headers) == 0 { // nil and empty are the same to a handler
+		require.Empty(t, got.Headers, "Headers of %q", want.ID)
+	} else {
+		require.Equal(t, want.Headers, got.Headers, "Headers of %q", want.ID)
+	}
 }
 
 func describe(ds []consumer.Delivery) string {
