@@ -68,3 +68,54 @@ func BenchmarkRuntime(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkRuntimePublishing also counts the publishing side: a publisher
+// goroutine enqueues b.N messages in batches of 256 while the consumer
+// drains them.
+func BenchmarkRuntimePublishing(b *testing.B) {
+	q, err := consumer.NewMemQueue(consumer.MemQueueConfig{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var handled atomic.Int64
+	total := int64(b.N)
+	done := make(chan struct{})
+	c, err := consumer.New(q, consumer.HandlerFunc(func(context.Context, *consumer.Message) error {
+		if handled.Add(1) == total {
+			close(done)
+		}
+		return nil
+	}), consumer.Config{MaxInFlight: 256, Concurrency: 8, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	body := []byte("x")
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	errc := make(chan error, 1)
+	go func() { errc <- c.Run(ctx) }()
+	go func() {
+		batch := make([]consumer.Message, 0, 256)
+		for i := 0; i < b.N; i++ {
+			batch = append(batch, consumer.Message{ID: "m", Body: body})
+			if len(batch) == cap(batch) || i == b.N-1 {
+				if err := q.Publish(ctx, batch...); err != nil {
+					b.Error(err)
+					return
+				}
+				batch = batch[:0]
+			}
+		}
+	}()
+	<-done
+	elapsed := time.Since(start)
+	b.StopTimer()
+	cancel()
+	if err := <-errc; err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
+}
