@@ -48,9 +48,12 @@ type Options struct {
 	// Default 7 days.
 	Retention time.Duration
 
-	// MinRetryAfter is the least redelivery delay asked for a message
-	// whose key is in progress elsewhere. Default 100ms.
-	MinRetryAfter time.Duration
+	// InProgressDelay is the redelivery delay asked for a message whose
+	// key another consumer is working on, or the holder's remaining lease
+	// when that is shorter. The holder usually finishes well before its
+	// lease runs out, so this is how soon the duplicate looks again.
+	// Default 1s.
+	InProgressDelay time.Duration
 
 	// Observer counts duplicates skipped. Default none.
 	Observer consumer.Observer
@@ -67,7 +70,7 @@ func (o Options) withDefaults() (Options, error) {
 	switch {
 	case o.MaxKeyLen < 0:
 		return o, fmt.Errorf("idempotency: negative MaxKeyLen %d", o.MaxKeyLen)
-	case o.Lease < 0, o.Retention < 0, o.MinRetryAfter < 0:
+	case o.Lease < 0, o.Retention < 0, o.InProgressDelay < 0:
 		return o, errors.New("idempotency: negative duration in Options")
 	}
 	if o.Key == nil {
@@ -88,8 +91,8 @@ func (o Options) withDefaults() (Options, error) {
 	if o.Retention < o.Lease {
 		return o, fmt.Errorf("idempotency: Retention %s is shorter than Lease %s", o.Retention, o.Lease)
 	}
-	if o.MinRetryAfter == 0 {
-		o.MinRetryAfter = 100 * time.Millisecond
+	if o.InProgressDelay == 0 {
+		o.InProgressDelay = time.Second
 	}
 	if o.Observer == nil {
 		o.Observer = consumer.NopObserver{}
@@ -106,8 +109,8 @@ func (o Options) withDefaults() (Options, error) {
 //   - a key completed before is a duplicate: it is acked without running
 //     the handler and counted as [MetricDuplicatesSkipped];
 //   - a key claimed by another consumer is not run twice at once: the
-//     message is nacked with a [consumer.RetryAfter] of the holder's
-//     remaining lease;
+//     message is nacked with a [consumer.RetryAfter] of InProgressDelay
+//     (at most the holder's remaining lease);
 //   - the claim's lease is extended while the handler runs; if it is lost,
 //     the handler's context is cancelled with cause [ErrStaleToken];
 //   - when the handler fails (or panics) the claim is released so that the
@@ -201,7 +204,7 @@ func (h *handler) Handle(ctx context.Context, msg *consumer.Message) (err error)
 		h.o.Observer.Count(MetricDuplicatesSkipped, 1)
 		return nil
 	case InProgress:
-		return consumer.RetryAfter(max(claim.RetryAfter, h.o.MinRetryAfter),
+		return consumer.RetryAfter(max(min(claim.RetryAfter, h.o.InProgressDelay), time.Millisecond),
 			fmt.Errorf("message %q, key %q: %w", msg.ID, key, ErrInProgress))
 	case Claimed:
 	default:

@@ -58,12 +58,12 @@ func TestMiddlewareOptions(t *testing.T) {
 	t.Parallel()
 	store := idempotency.NewMemoryStore()
 	for name, o := range map[string]idempotency.Options{
-		"no store":            {},
-		"negative MaxKeyLen":  {Store: store, MaxKeyLen: -1},
-		"negative Lease":      {Store: store, Lease: -time.Second},
-		"retention < lease":   {Store: store, Lease: time.Hour, Retention: time.Minute},
-		"negative Retention":  {Store: store, Retention: -1},
-		"negative RetryAfter": {Store: store, MinRetryAfter: -1},
+		"no store":                 {},
+		"negative MaxKeyLen":       {Store: store, MaxKeyLen: -1},
+		"negative Lease":           {Store: store, Lease: -time.Second},
+		"retention < lease":        {Store: store, Lease: time.Hour, Retention: time.Minute},
+		"negative Retention":       {Store: store, Retention: -1},
+		"negative InProgressDelay": {Store: store, InProgressDelay: -1},
 	} {
 		t.Run(name, func(t *testing.T) {
 			mw, err := idempotency.Middleware(o)
@@ -132,21 +132,16 @@ func TestMiddlewareInProgressAsksForRetry(t *testing.T) {
 	require.ErrorIs(t, err, idempotency.ErrInProgress)
 	d, ok := consumer.RetryAfterDelay(err)
 	require.True(t, ok)
-	require.Greater(t, d, 50*time.Second)
-	require.LessOrEqual(t, d, time.Minute)
+	require.Equal(t, time.Second, d, "the default InProgressDelay, shorter than the holder's lease")
 	require.False(t, consumer.IsPermanent(err))
 	require.Zero(t, calls.Load())
 
-	// A holder whose lease is nearly over still gets at least MinRetryAfter.
-	_, err = store.Claim(context.Background(), "n", "", time.Millisecond)
-	require.NoError(t, err)
-	h = wrap(t, idempotency.Options{Store: store, MinRetryAfter: 5 * time.Second}, func(context.Context, *consumer.Message) error { return nil })
-	err = h.Handle(context.Background(), msg("n", "b"))
-	if d, ok := consumer.RetryAfterDelay(err); ok { // the 1ms lease may have run out already
-		require.Equal(t, 5*time.Second, d)
-	} else {
-		require.NoError(t, err)
-	}
+	h = wrap(t, idempotency.Options{Store: store, InProgressDelay: 5 * time.Minute}, func(context.Context, *consumer.Message) error { return nil })
+	err = h.Handle(context.Background(), msg("m", "b"))
+	d, ok = consumer.RetryAfterDelay(err)
+	require.True(t, ok)
+	require.Greater(t, d, 50*time.Second, "capped at the holder's remaining lease")
+	require.LessOrEqual(t, d, time.Minute)
 }
 
 func TestMiddlewarePermanentFailures(t *testing.T) {
@@ -308,7 +303,7 @@ func TestMiddlewareWithConsumer(t *testing.T) {
 	obs := &countObserver{}
 	var attempts, effects atomic.Int32
 	done := make(chan struct{})
-	mw, err := idempotency.Middleware(idempotency.Options{Store: store, Observer: obs, MinRetryAfter: time.Millisecond, Logger: quietLog})
+	mw, err := idempotency.Middleware(idempotency.Options{Store: store, Observer: obs, InProgressDelay: time.Millisecond, Logger: quietLog})
 	require.NoError(t, err)
 	h := mw(consumer.HandlerFunc(func(_ context.Context, m *consumer.Message) error {
 		if m.ID == "flaky" && attempts.Add(1) <= 5 {
