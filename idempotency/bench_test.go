@@ -8,7 +8,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+
 	"github.com/idemq/idemq/idempotency"
+	"github.com/idemq/idemq/idempotency/idempotencypg"
+	"github.com/idemq/idemq/idempotency/idempotencyredis"
+	"github.com/idemq/idemq/internal/testenv"
 )
 
 // benchStore measures claim+complete of distinct keys at parallelism 32,
@@ -44,6 +50,38 @@ func benchStore(b *testing.B, store idempotency.Store) {
 
 func BenchmarkStore(b *testing.B) {
 	b.Run("memory", func(b *testing.B) { benchStore(b, idempotency.NewMemoryStore()) })
+	b.Run("postgres", func(b *testing.B) {
+		_, schema := testenv.PostgresWithSchema(b)
+		cfg, err := pgxpool.ParseConfig(testenv.PostgresURL())
+		if err != nil {
+			b.Fatal(err)
+		}
+		cfg.ConnConfig.RuntimeParams["search_path"] = schema
+		cfg.MaxConns = 32 // one connection per parallel worker
+		pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer pool.Close()
+		if err := idempotencypg.Migrate(context.Background(), pool, idempotencypg.Options{}); err != nil {
+			b.Fatal(err)
+		}
+		store, err := idempotencypg.New(pool, idempotencypg.Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		benchStore(b, store)
+	})
+	b.Run("redis", func(b *testing.B) {
+		_, prefix := testenv.Redis(b) // for the key prefix and its cleanup
+		client := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(), PoolSize: 32})
+		defer client.Close()
+		store, err := idempotencyredis.New(client, idempotencyredis.Options{Prefix: prefix})
+		if err != nil {
+			b.Fatal(err)
+		}
+		benchStore(b, store)
+	})
 }
 
 // testingProcs is GOMAXPROCS, by which RunParallel multiplies SetParallelism.

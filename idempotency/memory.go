@@ -26,7 +26,7 @@ type MemoryStore struct {
 
 type memShard struct {
 	mu     sync.Mutex
-	keys   map[string]*memRecord
+	keys   map[string]memRecord
 	claims int
 }
 
@@ -44,7 +44,7 @@ var _ Store = (*MemoryStore)(nil)
 func NewMemoryStore() *MemoryStore {
 	s := &MemoryStore{seed: maphash.MakeSeed(), now: time.Now}
 	for i := range s.shards {
-		s.shards[i].keys = make(map[string]*memRecord)
+		s.shards[i].keys = make(map[string]memRecord)
 	}
 	return s
 }
@@ -54,16 +54,16 @@ func (s *MemoryStore) shard(key string) *memShard {
 }
 
 // live returns key's record unless it is absent or expired.
-func (sh *memShard) live(key string, now time.Time) *memRecord {
+func (sh *memShard) live(key string, now time.Time) (memRecord, bool) {
 	r, ok := sh.keys[key]
 	if !ok {
-		return nil
+		return r, false
 	}
 	if !r.expires.After(now) {
 		delete(sh.keys, key)
-		return nil
+		return memRecord{}, false
 	}
-	return r
+	return r, true
 }
 
 // Claim implements [Store].
@@ -85,10 +85,10 @@ func (s *MemoryStore) Claim(ctx context.Context, key, fingerprint string, lease 
 			}
 		}
 	}
-	r := sh.live(key, now)
-	if r == nil {
+	r, ok := sh.live(key, now)
+	if !ok {
 		tok := s.token.Add(1)
-		sh.keys[key] = &memRecord{fingerprint: fingerprint, token: tok, expires: now.Add(lease)}
+		sh.keys[key] = memRecord{fingerprint: fingerprint, token: tok, expires: now.Add(lease)}
 		return Claim{Status: Claimed, Token: tok}, nil
 	}
 	if fingerprint != "" && r.fingerprint != "" && fingerprint != r.fingerprint {
@@ -100,13 +100,10 @@ func (s *MemoryStore) Claim(ctx context.Context, key, fingerprint string, lease 
 	return Claim{Status: InProgress, RetryAfter: r.expires.Sub(now)}, nil
 }
 
-// held returns the record that token holds, or nil.
-func (s *MemoryStore) held(sh *memShard, key string, token int64, now time.Time) *memRecord {
-	r := sh.live(key, now)
-	if r == nil || r.completed || r.token != token {
-		return nil
-	}
-	return r
+// held reports whether token holds key's claim, and returns its record.
+func (s *MemoryStore) held(sh *memShard, key string, token int64, now time.Time) (memRecord, bool) {
+	r, ok := sh.live(key, now)
+	return r, ok && !r.completed && r.token == token
 }
 
 // Extend implements [Store].
@@ -118,11 +115,12 @@ func (s *MemoryStore) Extend(ctx context.Context, key string, token int64, lease
 	sh := s.shard(key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	r := s.held(sh, key, token, now)
-	if r == nil {
+	r, ok := s.held(sh, key, token, now)
+	if !ok {
 		return ErrStaleToken
 	}
 	r.expires = now.Add(lease)
+	sh.keys[key] = r
 	return nil
 }
 
@@ -135,13 +133,14 @@ func (s *MemoryStore) Complete(ctx context.Context, key string, token int64, res
 	sh := s.shard(key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	r := s.held(sh, key, token, now)
-	if r == nil {
+	r, ok := s.held(sh, key, token, now)
+	if !ok {
 		return ErrStaleToken
 	}
 	r.completed = true
 	r.result = bytes.Clone(result)
 	r.expires = now.Add(retention)
+	sh.keys[key] = r
 	return nil
 }
 
@@ -154,7 +153,7 @@ func (s *MemoryStore) Release(ctx context.Context, key string, token int64) erro
 	sh := s.shard(key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if s.held(sh, key, token, now) == nil {
+	if _, ok := s.held(sh, key, token, now); !ok {
 		return ErrStaleToken
 	}
 	delete(sh.keys, key)
