@@ -15,108 +15,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/idemq/idemq/consumer"
+	"github.com/idemq/idemq/internal/sourcetest"
 )
 
 var quiet = slog.New(slog.DiscardHandler)
-
-// recSource wraps a Source and counts what the runtime does with each
-// delivery. It can also make Extend fail to simulate a lost lease.
-type recSource struct {
-	src consumer.Source
-
-	failExtend atomic.Bool // Extend reports ErrLeaseLost
-	failFetch  atomic.Int32
-
-	mu       sync.Mutex
-	held     int // fetched and not yet acked or nacked
-	peakHeld int
-	fetched  map[string]int
-	acks     map[string]int
-	nacks    map[string][]time.Duration
-	extends  map[string]int
-	ackTotal int
-	onAck    func(total int)
-}
-
-func newRecSource(src consumer.Source) *recSource {
-	return &recSource{
-		src:     src,
-		fetched: map[string]int{},
-		acks:    map[string]int{},
-		nacks:   map[string][]time.Duration{},
-		extends: map[string]int{},
-	}
-}
-
-func (r *recSource) Fetch(ctx context.Context, n int) ([]consumer.Delivery, error) {
-	if r.failFetch.Load() > 0 {
-		r.failFetch.Add(-1)
-		return nil, errors.New("injected fetch failure")
-	}
-	ds, err := r.src.Fetch(ctx, n)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for i, d := range ds {
-		r.fetched[d.Message().ID]++
-		ds[i] = &recDelivery{Delivery: d, r: r}
-	}
-	r.held += len(ds)
-	r.peakHeld = max(r.peakHeld, r.held)
-	return ds, err
-}
-
-func (r *recSource) get(f func()) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	f()
-}
-
-type recDelivery struct {
-	consumer.Delivery
-	r *recSource
-}
-
-func (d *recDelivery) Ack(ctx context.Context) error {
-	err := d.Delivery.Ack(ctx)
-	if err != nil {
-		return err
-	}
-	d.r.mu.Lock()
-	d.r.acks[d.Message().ID]++
-	d.r.held--
-	d.r.ackTotal++
-	total, on := d.r.ackTotal, d.r.onAck
-	d.r.mu.Unlock()
-	if on != nil {
-		on(total)
-	}
-	return nil
-}
-
-func (d *recDelivery) Nack(ctx context.Context, delay time.Duration) error {
-	err := d.Delivery.Nack(ctx, delay)
-	if err != nil {
-		return err
-	}
-	d.r.mu.Lock()
-	defer d.r.mu.Unlock()
-	d.r.nacks[d.Message().ID] = append(d.r.nacks[d.Message().ID], delay)
-	d.r.held--
-	return nil
-}
-
-func (d *recDelivery) Extend(ctx context.Context) error {
-	if d.r.failExtend.Load() {
-		return fmt.Errorf("injected: %w", consumer.ErrLeaseLost)
-	}
-	err := d.Delivery.Extend(ctx)
-	if err == nil {
-		d.r.mu.Lock()
-		d.r.extends[d.Message().ID]++
-		d.r.mu.Unlock()
-	}
-	return err
-}
 
 func newQueue(t testing.TB, vis time.Duration) *consumer.MemQueue {
 	t.Helper()
@@ -212,7 +114,7 @@ func TestMaxInFlightIsNeverExceeded(t *testing.T) {
 	t.Parallel()
 	const maxInFlight, concurrency, n = 8, 4, 200
 	q := newQueue(t, 0)
-	rec := newRecSource(q)
+	rec := sourcetest.New(q)
 	publishN(t, q, n, nil)
 
 	release := make(chan struct{})
@@ -240,20 +142,20 @@ func TestMaxInFlightIsNeverExceeded(t *testing.T) {
 	// The consumer fills its window: 4 handlers blocked, 4 prefetched.
 	require.Eventually(t, func() bool {
 		held := 0
-		rec.get(func() { held = rec.held })
+		rec.Locked(func() { held = rec.Held })
 		return running.Load() == concurrency && held == maxInFlight
 	}, 10*time.Second, time.Millisecond)
 	close(release)
 	<-done
 	require.NoError(t, stop())
 
-	rec.get(func() {
-		require.Equal(t, maxInFlight, rec.peakHeld, "peak unacked deliveries")
-		require.Len(t, rec.acks, n)
-		for id, k := range rec.acks {
+	rec.Locked(func() {
+		require.Equal(t, maxInFlight, rec.PeakHeld, "peak unacked deliveries")
+		require.Len(t, rec.Acks, n)
+		for id, k := range rec.Acks {
 			require.Equal(t, 1, k, "acks of %s", id)
 		}
-		require.Empty(t, rec.nacks)
+		require.Empty(t, rec.Nacks)
 	})
 	require.Equal(t, int32(concurrency), peakRunning.Load(), "peak concurrent handlers")
 	require.Equal(t, consumer.MemQueueStats{}, q.Stats())
@@ -263,7 +165,7 @@ func TestOrderByKey(t *testing.T) {
 	t.Parallel()
 	const keys, perKey = 10, 100
 	q := newQueue(t, 0)
-	rec := newRecSource(q)
+	rec := sourcetest.New(q)
 	msgs := make([]consumer.Message, 0, keys*perKey)
 	for seq := range perKey {
 		for k := range keys {
@@ -327,14 +229,14 @@ func TestOrderByKey(t *testing.T) {
 	for k, got := range order {
 		require.Equal(t, want, got, "order of key %s", k)
 	}
-	rec.get(func() { require.Len(t, rec.acks, keys*perKey) })
+	rec.Locked(func() { require.Len(t, rec.Acks, keys*perKey) })
 }
 
 func TestLongHandlerKeepsItsLease(t *testing.T) {
 	t.Parallel()
 	const lease = 100 * time.Millisecond
 	q := newQueue(t, lease)
-	rec := newRecSource(q)
+	rec := sourcetest.New(q)
 	var calls atomic.Int32
 	finished := make(chan struct{})
 	h := consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
@@ -360,9 +262,9 @@ func TestLongHandlerKeepsItsLease(t *testing.T) {
 	require.NoError(t, stop2())
 
 	require.Equal(t, int32(1), calls.Load(), "handler calls")
-	rec.get(func() {
-		require.Equal(t, map[string]int{"0": 1}, rec.acks)
-		require.GreaterOrEqual(t, rec.extends["0"], 2, "lease extensions")
+	rec.Locked(func() {
+		require.Equal(t, map[string]int{"0": 1}, rec.Acks)
+		require.GreaterOrEqual(t, rec.Extends["0"], 2, "lease extensions")
 	})
 	require.Equal(t, consumer.MemQueueStats{}, q.Stats())
 }
@@ -371,8 +273,8 @@ func TestLostLeaseCancelsHandler(t *testing.T) {
 	t.Parallel()
 	const lease = 100 * time.Millisecond
 	q := newQueue(t, lease)
-	rec := newRecSource(q)
-	rec.failExtend.Store(true)
+	rec := sourcetest.New(q)
+	rec.FailExtend.Store(true)
 	causes := make(chan error, 1)
 	secondDone := make(chan struct{})
 	c, err := consumer.New(rec, consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
@@ -390,13 +292,13 @@ func TestLostLeaseCancelsHandler(t *testing.T) {
 
 	require.ErrorIs(t, <-causes, consumer.ErrLeaseLost)
 	// The lease ends in the queue too and the message comes back.
-	rec.failExtend.Store(false)
+	rec.FailExtend.Store(false)
 	<-secondDone
 	require.NoError(t, stop())
-	rec.get(func() {
-		require.Equal(t, 2, rec.fetched["0"])
-		require.Equal(t, 1, rec.acks["0"], "only the second delivery is acked")
-		require.Empty(t, rec.nacks, "a lost delivery is neither acked nor nacked")
+	rec.Locked(func() {
+		require.Equal(t, 2, rec.Fetched["0"])
+		require.Equal(t, 1, rec.Acks["0"], "only the second delivery is acked")
+		require.Empty(t, rec.Nacks, "a lost delivery is neither acked nor nacked")
 	})
 	require.Equal(t, consumer.MemQueueStats{}, q.Stats())
 }
@@ -405,7 +307,7 @@ func TestPanicLeadsToRedelivery(t *testing.T) {
 	t.Parallel()
 	const n = 10
 	q := newQueue(t, 0)
-	rec := newRecSource(q)
+	rec := sourcetest.New(q)
 	var mu sync.Mutex
 	attempts := map[string][]int{}
 	var ok atomic.Int32
@@ -436,12 +338,12 @@ func TestPanicLeadsToRedelivery(t *testing.T) {
 			require.Equal(t, []int{1}, attempts[strconv.Itoa(i)])
 		}
 	}
-	rec.get(func() {
-		require.Len(t, rec.acks, n)
-		for _, k := range rec.acks {
+	rec.Locked(func() {
+		require.Len(t, rec.Acks, n)
+		for _, k := range rec.Acks {
 			require.Equal(t, 1, k)
 		}
-		require.Equal(t, map[string][]time.Duration{"3": {time.Millisecond}}, rec.nacks)
+		require.Equal(t, map[string][]time.Duration{"3": {time.Millisecond}}, rec.Nacks)
 	})
 }
 
@@ -449,7 +351,7 @@ func TestShutdownDrainsAndNacksTheRest(t *testing.T) {
 	t.Parallel()
 	const drain = 200 * time.Millisecond
 	q := newQueue(t, 0)
-	rec := newRecSource(q)
+	rec := sourcetest.New(q)
 	publishN(t, q, 6, nil)
 
 	releaseA := make(chan struct{})
@@ -483,7 +385,7 @@ func TestShutdownDrainsAndNacksTheRest(t *testing.T) {
 	started.Wait()
 	require.Eventually(t, func() bool {
 		held := 0
-		rec.get(func() { held = rec.held })
+		rec.Locked(func() { held = rec.Held })
 		return held == 4
 	}, 10*time.Second, time.Millisecond)
 	cancel()
@@ -491,7 +393,7 @@ func TestShutdownDrainsAndNacksTheRest(t *testing.T) {
 	// The two prefetched messages go back at once.
 	require.Eventually(t, func() bool {
 		k := 0
-		rec.get(func() { k = len(rec.nacks) })
+		rec.Locked(func() { k = len(rec.Nacks) })
 		return k == 2
 	}, 10*time.Second, time.Millisecond)
 	close(releaseA)
@@ -501,14 +403,14 @@ func TestShutdownDrainsAndNacksTheRest(t *testing.T) {
 	mu.Lock()
 	a, b := roles[0], roles[1]
 	mu.Unlock()
-	rec.get(func() {
-		require.Equal(t, map[string]int{a: 1}, rec.acks)
-		require.Len(t, rec.nacks, 3)
-		require.Contains(t, rec.nacks, b)
-		for id, ds := range rec.nacks {
+	rec.Locked(func() {
+		require.Equal(t, map[string]int{a: 1}, rec.Acks)
+		require.Len(t, rec.Nacks, 3)
+		require.Contains(t, rec.Nacks, b)
+		for id, ds := range rec.Nacks {
 			require.Equal(t, []time.Duration{0}, ds, "nack of %s is for immediate redelivery", id)
 		}
-		require.Equal(t, 0, rec.held)
+		require.Equal(t, 0, rec.Held)
 	})
 	require.Equal(t, consumer.MemQueueStats{Ready: 5}, q.Stats())
 }
@@ -516,7 +418,7 @@ func TestShutdownDrainsAndNacksTheRest(t *testing.T) {
 func TestShutdownWaitsForRunningHandlers(t *testing.T) {
 	t.Parallel()
 	q := newQueue(t, 0)
-	rec := newRecSource(q)
+	rec := sourcetest.New(q)
 	publishN(t, q, 2, nil)
 	release := make(chan struct{})
 	var started sync.WaitGroup
@@ -539,16 +441,16 @@ func TestShutdownWaitsForRunningHandlers(t *testing.T) {
 	}
 	close(release)
 	require.NoError(t, <-errc)
-	rec.get(func() {
-		require.Equal(t, map[string]int{"0": 1, "1": 1}, rec.acks)
-		require.Empty(t, rec.nacks)
+	rec.Locked(func() {
+		require.Equal(t, map[string]int{"0": 1, "1": 1}, rec.Acks)
+		require.Empty(t, rec.Nacks)
 	})
 }
 
 func TestRedeliveryDelays(t *testing.T) {
 	t.Parallel()
 	q := newQueue(t, 0)
-	rec := newRecSource(q)
+	rec := sourcetest.New(q)
 	errPlain := errors.New("plain")
 	done := make(chan struct{}, 3)
 	c, err := consumer.New(rec, consumer.HandlerFunc(func(_ context.Context, m *consumer.Message) error {
@@ -573,20 +475,20 @@ func TestRedeliveryDelays(t *testing.T) {
 		<-done
 	}
 	require.NoError(t, stop())
-	rec.get(func() {
+	rec.Locked(func() {
 		require.Equal(t, map[string][]time.Duration{
 			"0": {7 * time.Millisecond},  // RetryAfter wins
 			"1": {20 * time.Millisecond}, // permanent without a DLQ: the longest delay
 			"2": {3 * time.Millisecond},  // the backoff for attempt 1
-		}, rec.nacks)
+		}, rec.Nacks)
 	})
 }
 
 func TestFetchErrorsAreRetried(t *testing.T) {
 	t.Parallel()
 	q := newQueue(t, 0)
-	rec := newRecSource(q)
-	rec.failFetch.Store(2)
+	rec := sourcetest.New(q)
+	rec.FailFetch.Store(2)
 	done := make(chan struct{})
 	c, err := consumer.New(rec, consumer.HandlerFunc(func(context.Context, *consumer.Message) error {
 		close(done)
@@ -597,8 +499,8 @@ func TestFetchErrorsAreRetried(t *testing.T) {
 	publishN(t, q, 1, nil)
 	<-done
 	require.NoError(t, stop())
-	require.Zero(t, rec.failFetch.Load())
-	rec.get(func() { require.Equal(t, map[string]int{"0": 1}, rec.acks) })
+	require.Zero(t, rec.FailFetch.Load())
+	rec.Locked(func() { require.Equal(t, map[string]int{"0": 1}, rec.Acks) })
 }
 
 // TestManyMessagesWithTransientFailures runs 100k messages through three
@@ -611,9 +513,9 @@ func TestManyMessagesWithTransientFailures(t *testing.T) {
 		n = 10_000
 	}
 	q := newQueue(t, 0)
-	rec := newRecSource(q)
+	rec := sourcetest.New(q)
 	done := make(chan struct{})
-	rec.onAck = func(total int) {
+	rec.OnAck = func(total int) {
 		if total == n {
 			close(done)
 		}
@@ -660,17 +562,17 @@ func TestManyMessagesWithTransientFailures(t *testing.T) {
 	for i := range successes {
 		require.Equal(t, int32(1), successes[i].Load(), "successful handler calls for message %d", i)
 	}
-	rec.get(func() {
-		require.Len(t, rec.acks, n)
-		for id, k := range rec.acks {
+	rec.Locked(func() {
+		require.Len(t, rec.Acks, n)
+		for id, k := range rec.Acks {
 			require.Equal(t, 1, k, "acks of message %s", id)
 		}
 		nacked := 0
-		for _, ds := range rec.nacks {
+		for _, ds := range rec.Nacks {
 			nacked += len(ds)
 		}
 		require.Equal(t, int(failures.Load()+panics.Load()), nacked, "every failure is nacked once")
-		require.Equal(t, 0, rec.held)
+		require.Equal(t, 0, rec.Held)
 	})
 	require.Equal(t, consumer.MemQueueStats{}, q.Stats())
 }
