@@ -95,14 +95,25 @@ func (d *delivery) Ack(ctx context.Context) error {
 	return nil
 }
 
+// Nack records before forwarding: while this delivery holds the lease no
+// other delivery of the message can be nacked, so each message's delays are
+// recorded in attempt order.
 func (d *delivery) Nack(ctx context.Context, delay time.Duration) error {
+	id := d.Message().ID
+	d.r.mu.Lock()
+	d.r.Nacks[id] = append(d.r.Nacks[id], delay)
+	d.r.Held--
+	d.r.mu.Unlock()
 	if err := d.Delivery.Nack(ctx, delay); err != nil {
+		d.r.mu.Lock()
+		d.r.Nacks[id] = d.r.Nacks[id][:len(d.r.Nacks[id])-1]
+		if len(d.r.Nacks[id]) == 0 {
+			delete(d.r.Nacks, id)
+		}
+		d.r.Held++
+		d.r.mu.Unlock()
 		return err
 	}
-	d.r.mu.Lock()
-	defer d.r.mu.Unlock()
-	d.r.Nacks[d.Message().ID] = append(d.r.Nacks[d.Message().ID], delay)
-	d.r.Held--
 	return nil
 }
 
