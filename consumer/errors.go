@@ -25,6 +25,13 @@ var (
 	// ErrHandlerTimeout is returned by the [Timeout] middleware when the
 	// handler did not finish in time.
 	ErrHandlerTimeout = errors.New("consumer: handler timeout")
+
+	// ErrDeferred marks an error that says "not now" rather than "this
+	// message failed": an overloaded dependency's admission limit, an open
+	// circuit breaker, a duplicate whose original is still running. Such a
+	// message is redelivered (usually after a RetryAfter delay), but a
+	// dead-letter middleware does not count it towards parking.
+	ErrDeferred = errors.New("consumer: deferred")
 )
 
 // PermanentError marks a failure that retrying cannot fix, such as a

@@ -77,8 +77,10 @@ type Options struct {
 //   - a parked message is handled: the middleware returns nil and the
 //     consumer acks it;
 //   - if the sink fails, the error goes back to the consumer and the
-//     message is not acked, so nothing is lost; a message whose context is
-//     already done (lost lease, shutdown) is never parked.
+//     message is not acked, so nothing is lost;
+//   - a message whose context is already done (lost lease, shutdown) or
+//     whose error matches [consumer.ErrDeferred] (backpressure, a
+//     duplicate in progress) is never parked.
 //
 // Put it outside the idempotency middleware, which reports reused keys as
 // permanent errors, and outside [consumer.Recover] so that panics count
@@ -145,9 +147,11 @@ func (p *parker) handle(ctx context.Context, next consumer.Handler, msg *consume
 		}
 		return nil
 	}
-	if ctx.Err() != nil {
-		// The consumer lost the message or is shutting down: the failure
-		// says nothing about the message.
+	if ctx.Err() != nil || errors.Is(err, consumer.ErrDeferred) {
+		// The consumer lost the message or is shutting down, or the
+		// message was put off (an overloaded dependency, a duplicate
+		// waiting for its original): the error says nothing about the
+		// message itself.
 		return err
 	}
 	now := p.now()

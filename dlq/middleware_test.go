@@ -102,6 +102,8 @@ func TestReasons(t *testing.T) {
 		{"undecodable", dlq.Undecodable(errPlain), 1, dlq.ReasonUndecodable},
 		{"fingerprint mismatch", consumer.Permanent(fmt.Errorf("k: %w", idempotency.ErrFingerprintMismatch)), 1, dlq.ReasonFingerprintMismatch},
 		{"custom", errors.New("quota"), 1, "quota"},
+		{"deferred at the last attempt", consumer.RetryAfter(time.Second, fmt.Errorf("%w: %w", consumer.ErrDeferred, errPlain)), 9, ""},
+		{"in progress elsewhere", fmt.Errorf("%w: %w", idempotency.ErrInProgress, errPlain), 9, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			store := newStore(t)

@@ -130,6 +130,7 @@ func TestMiddlewareInProgressAsksForRetry(t *testing.T) {
 	})
 	err = h.Handle(context.Background(), msg("m", "b"))
 	require.ErrorIs(t, err, idempotency.ErrInProgress)
+	require.ErrorIs(t, err, consumer.ErrDeferred, "a dead-letter middleware must not count it")
 	d, ok := consumer.RetryAfterDelay(err)
 	require.True(t, ok)
 	require.Equal(t, time.Second, d, "the default InProgressDelay, shorter than the holder's lease")

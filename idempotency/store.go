@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/idemq/idemq/consumer"
 )
 
 var (
@@ -21,7 +23,9 @@ var (
 	ErrKeyTooLong = errors.New("idempotency: key too long")
 
 	// ErrInProgress reports that another consumer holds the key's claim.
-	ErrInProgress = errors.New("idempotency: key in progress elsewhere")
+	// It matches [consumer.ErrDeferred]: the message is not failing, it
+	// waits for its original.
+	ErrInProgress = fmt.Errorf("idempotency: key in progress elsewhere (%w)", consumer.ErrDeferred)
 )
 
 // Status is what a [Store.Claim] found.
