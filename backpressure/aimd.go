@@ -126,7 +126,8 @@ func (l *AIMD) Acquire(ctx context.Context) (Permit, error) {
 
 // Release frees the permit's slot and adjusts the limit by the call's
 // outcome: err nil is a success unless the call took longer than Timeout;
-// context.DeadlineExceeded and rejections ([ErrRejected]) are drops;
+// context.DeadlineExceeded, rejections ([ErrRejected]) and [ErrOverload]
+// are drops;
 // context.Canceled is ignored (the caller gave up, which says nothing
 // about the dependency); other errors count as successes, since the
 // dependency answered.
@@ -135,7 +136,8 @@ func (l *AIMD) Release(p Permit, err error) {
 	if l.o.Timeout > 0 {
 		latency = l.o.now().Sub(p.start)
 	}
-	drop := err != nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrRejected)) ||
+	drop := err != nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrRejected) ||
+		errors.Is(err, ErrOverload)) ||
 		l.o.Timeout > 0 && latency > l.o.Timeout
 	ignore := !drop && err != nil && errors.Is(err, context.Canceled)
 

@@ -15,6 +15,11 @@ var (
 
 	// ErrOpen is matched by the rejections of an open circuit breaker.
 	ErrOpen = errors.New("backpressure: circuit open")
+
+	// ErrOverload marks a failure that signals an overloaded dependency
+	// (a 503 from a partner, a pool exhausted). Wrap it in a handler's
+	// error to make an adaptive limiter count the call as a drop.
+	ErrOverload = errors.New("backpressure: dependency overloaded")
 )
 
 // RejectedError is a rejection with a hint of when to come back. It

@@ -3,6 +3,7 @@ package backpressure_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -292,3 +293,5 @@ func TestAIMDOutcomes(t *testing.T) {
 		require.Error(t, err, "%+v", o)
 	}
 }
+
+func slogDiscard() *slog.Logger { return slog.New(slog.DiscardHandler) }
