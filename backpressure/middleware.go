@@ -14,8 +14,8 @@ import (
 )
 
 // Guard is a limiter or breaker that the middleware in this package can
-// put in front of a handler: [*Admission], [*AIMD] and [*RateLimiter] are
-// Guards.
+// put in front of a handler: [*Admission], [*AIMD], [*RateLimiter] and
+// [*Breaker] are Guards.
 type Guard interface {
 	// enter admits a call or rejects it; exit reports the call's outcome.
 	enter(ctx context.Context) (ticket, error)
@@ -26,7 +26,8 @@ type Guard interface {
 
 // ticket carries what a guard needs between enter and exit.
 type ticket struct {
-	permit Permit
+	permit  Permit
+	breaker Ticket
 }
 
 func (a *Admission) enter(ctx context.Context) (ticket, error) { return ticket{}, a.Acquire(ctx) }
@@ -44,7 +45,15 @@ func (l *RateLimiter) enter(ctx context.Context) (ticket, error) { return ticket
 func (l *RateLimiter) exit(ticket, error)                        {}
 func (l *RateLimiter) httpStatus() int                           { return http.StatusTooManyRequests }
 
+func (b *Breaker) enter(context.Context) (ticket, error) {
+	t, err := b.Allow()
+	return ticket{breaker: t}, err
+}
+func (b *Breaker) exit(t ticket, err error) { b.Record(t.breaker, err) }
+func (b *Breaker) httpStatus() int          { return http.StatusServiceUnavailable }
+
 var (
+	_ Guard = (*Breaker)(nil)
 	_ Guard = (*Admission)(nil)
 	_ Guard = (*AIMD)(nil)
 	_ Guard = (*RateLimiter)(nil)
@@ -64,6 +73,24 @@ func Middleware(g Guard) consumer.Middleware {
 			}
 			err = next.Handle(ctx, msg)
 			g.exit(t, err)
+			return err
+		})
+	}
+}
+
+// KeyedMiddleware puts a breaker per key in front of a consumer handler,
+// such as one per partner, chosen by key(msg). An open breaker defers the
+// partner's messages while the others flow.
+func KeyedMiddleware(bs *Breakers, key func(*consumer.Message) string) consumer.Middleware {
+	return func(next consumer.Handler) consumer.Handler {
+		return consumer.HandlerFunc(func(ctx context.Context, msg *consumer.Message) error {
+			b := bs.Get(key(msg))
+			t, err := b.Allow()
+			if err != nil {
+				return deferred(err)
+			}
+			err = next.Handle(ctx, msg)
+			b.Record(t, err)
 			return err
 		})
 	}

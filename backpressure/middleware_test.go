@@ -3,6 +3,7 @@ package backpressure_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -188,4 +189,45 @@ func TestRetryAfterSeconds(t *testing.T) {
 	} {
 		require.Equal(t, want, backpressure.RetryAfterSeconds(d), "%s", d)
 	}
+}
+
+// TestKeyedBreakers: one partner's failures open its breaker and defer
+// its messages; another partner's messages keep flowing.
+func TestKeyedBreakers(t *testing.T) {
+	t.Parallel()
+	bs, err := backpressure.NewBreakers(backpressure.BreakerOptions{ConsecutiveFailures: 2, OpenTimeout: time.Hour}, 10)
+	require.NoError(t, err)
+	errDown := errors.New("partner down")
+	calls := map[string]int{}
+	h := backpressure.KeyedMiddleware(bs, func(m *consumer.Message) string { return m.Key })(
+		consumer.HandlerFunc(func(_ context.Context, m *consumer.Message) error {
+			calls[m.Key]++
+			if m.Key == "acme" {
+				return errDown
+			}
+			return nil
+		}))
+	for range 2 {
+		require.ErrorIs(t, h.Handle(context.Background(), &consumer.Message{Key: "acme"}), errDown)
+	}
+	err = h.Handle(context.Background(), &consumer.Message{Key: "acme"})
+	require.ErrorIs(t, err, backpressure.ErrOpen)
+	require.ErrorIs(t, err, consumer.ErrDeferred)
+	d, ok := consumer.RetryAfterDelay(err)
+	require.True(t, ok)
+	require.Greater(t, d, 59*time.Minute)
+	require.NoError(t, h.Handle(context.Background(), &consumer.Message{Key: "globex"}))
+	require.Equal(t, map[string]int{"acme": 2, "globex": 1}, calls)
+	require.Equal(t, backpressure.StateOpen, bs.Get("acme").State())
+
+	// An operator closes it by hand; the breaker guards HTTP too.
+	bs.Close("acme")
+	require.Equal(t, backpressure.StateClosed, bs.Get("acme").State())
+	bs.Open("globex")
+	mw, err := backpressure.HTTPMiddleware(bs.Get("globex"), backpressure.HTTPOptions{})
+	require.NoError(t, err)
+	rec := httptest.NewRecorder()
+	mw(http.NotFoundHandler()).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+	require.Equal(t, http.StatusServiceUnavailable, rec.Code)
+	retryAfterHeader(t, rec)
 }
