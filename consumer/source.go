@@ -12,9 +12,10 @@ import (
 type Source interface {
 	// Fetch returns between 1 and max deliveries. It blocks until at least
 	// one message is available or ctx is done, in which case it returns
-	// ctx's error and no deliveries. Each delivery is leased to the caller
-	// until its Deadline; an unacknowledged delivery whose lease ends is
-	// delivered again, to this or another consumer, with Attempt increased.
+	// ctx's error and no deliveries, and leaves no message leased to
+	// nobody. Each delivery is leased to the caller until its Deadline; an
+	// unacknowledged delivery whose lease ends is delivered again, to this
+	// or another consumer, with Attempt increased.
 	Fetch(ctx context.Context, max int) ([]Delivery, error)
 }
 
@@ -23,6 +24,8 @@ type Source interface {
 // Ack, Nack and Extend are conditional on the lease: once the lease has
 // ended (it expired, or the message was acknowledged or nacked already),
 // they change nothing and return an error that matches [ErrLeaseLost].
+// When their ctx ends mid-call they return its error and may or may not
+// have taken effect; of two concurrent Acks of one delivery, one succeeds.
 // A delivery's methods are safe for concurrent use.
 type Delivery interface {
 	// Message returns the message. The same pointer is returned each time.
