@@ -13,7 +13,8 @@ type Source interface {
 	// Fetch returns between 1 and max deliveries. It blocks until at least
 	// one message is available or ctx is done, in which case it returns
 	// ctx's error and no deliveries, and leaves no message leased to
-	// nobody. Each delivery is leased to the caller until its Deadline; an
+	// nobody. A driver whose server reads cannot be interrupted may return
+	// up to a bound it documents after ctx is done. Each delivery is leased to the caller until its Deadline; an
 	// unacknowledged delivery whose lease ends is delivered again, to this
 	// or another consumer, with Attempt increased.
 	Fetch(ctx context.Context, max int) ([]Delivery, error)
@@ -32,7 +33,9 @@ type Delivery interface {
 	Message() *Message
 
 	// Deadline is when the lease ends unless extended, by the local clock.
-	// The zero time means the lease never expires.
+	// The server's clock decides; Deadline is a cautious local estimate
+	// that never falls after the server's. The zero time means the lease
+	// never expires.
 	Deadline() time.Time
 
 	// Extend renews the lease for the source's full lease duration from
