@@ -4,11 +4,17 @@
 // order is still charged exactly once.
 //
 //	go run ./examples/quickstart
+//
+// The same stream runs on a real broker with -queue:
+//
+//	go run ./examples/quickstart -queue redis     # Redis Streams at -redis-addr
+//	go run ./examples/quickstart -queue postgres  # a Postgres queue table at -postgres-url
 package main
 
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -22,20 +28,43 @@ import (
 )
 
 func main() {
-	if err := run(os.Stdout); err != nil {
+	var cfg config
+	flag.StringVar(&cfg.queue, "queue", "memory", "queue to run on: memory, redis or postgres")
+	flag.StringVar(&cfg.redisAddr, "redis-addr", envOr("IDEMQ_REDIS_ADDR", "127.0.0.1:6379"), "Redis address for -queue redis")
+	flag.StringVar(&cfg.postgresURL, "postgres-url", envOr("IDEMQ_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test"), "Postgres URL for -queue postgres")
+	flag.Parse()
+	if err := run(os.Stdout, cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "quickstart:", err)
 		os.Exit(1)
 	}
 }
 
-func run(out io.Writer) error {
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+type config struct {
+	queue       string
+	redisAddr   string
+	postgresURL string
+	name        string // stream or queue name; default one per run
+}
+
+func run(out io.Writer, cfg config) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
-	queue, err := consumer.NewMemQueue(consumer.MemQueueConfig{VisibilityTimeout: 5 * time.Second})
+	if cfg.name == "" {
+		cfg.name = fmt.Sprintf("quickstart-%d-%d", os.Getpid(), time.Now().UnixNano())
+	}
+	queue, err := openQueue(ctx, cfg)
 	if err != nil {
 		return err
 	}
+	defer queue.close()
 	const orders = 10
 	msgs := make([]consumer.Message, orders)
 	for i := range msgs {
@@ -47,7 +76,7 @@ func run(out io.Writer) error {
 	}
 	// At-least-once brokers deliver some messages twice.
 	dups := []consumer.Message{msgs[1], msgs[4], msgs[4]}
-	if err := queue.Publish(ctx, append(msgs, dups...)...); err != nil {
+	if err := queue.pub.Publish(ctx, append(msgs, dups...)...); err != nil {
 		return err
 	}
 	total := int64(len(msgs) + len(dups))
@@ -104,7 +133,7 @@ func run(out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	c, err := consumer.New(queue, consumer.Chain(consumer.Recover, dedupe, retry)(handle), consumer.Config{
+	c, err := consumer.New(queue.src, consumer.Chain(consumer.Recover, dedupe, retry)(handle), consumer.Config{
 		MaxInFlight: 8,
 		OrderByKey:  true,
 		Backoff:     consumer.Backoff{Initial: 50 * time.Millisecond, Max: time.Second},
@@ -143,9 +172,12 @@ func run(out io.Writer) error {
 	fmt.Fprintf(out, "  order-4 (flaky):      ok after %d calls in delivery %d (in-process retry)\n", flaky.Load(), done["order-4"])
 	fmt.Fprintf(out, "  order-7 (panic):      ok on delivery %d (panic recovered, redelivered)\n", done["order-7"])
 	fmt.Fprintf(out, "  order-9 (throttled):  ok on delivery %d (redelivered after Retry-After)\n", done["order-9"])
-	stats := queue.Stats()
-	fmt.Fprintf(out, "queue now: %d ready, %d delayed, %d leased\n", stats.Ready, stats.Delayed, stats.Leased)
-	if len(charges) != orders || !once || stats != (consumer.MemQueueStats{}) {
+	left, err := queue.left(context.WithoutCancel(ctx))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "%s queue now holds %d messages\n", cfg.queue, left)
+	if len(charges) != orders || !once || left != 0 {
 		return errors.New("some orders were not charged exactly once")
 	}
 	return nil
