@@ -1,0 +1,92 @@
+// Package stockredis is a [stock.Store] in Redis (7.0 or later), for
+// services that already run Redis and need reservations fast, and that
+// keep the lasting record of what was handed out somewhere that does not
+// forget (see below).
+//
+//	client := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: addrs})
+//	store, err := stockredis.New(client, stockredis.Options{})
+//	if err != nil { ... }
+//
+// # Layout
+//
+// Each item's keys carry the item's name as their hash tag,
+// "<Prefix>{<item>}:...", with '{', '}' and '%' percent-escaped so that any
+// name makes a tag of its own: the item's counters, the sorted set of its
+// holds by expiry, its per-holder counts, its codes and its reservations
+// all live in one slot, on one node of a cluster. To spread the load of
+// many items over a cluster, it is enough that they have different names;
+// one very hot item is served by one node.
+//
+// Two kinds of key stand apart: "<Prefix>items", the set of item names
+// that Sweep walks, and "<Prefix>{res:<id>}", which records the item a
+// reservation ID belongs to. Confirm, Release and Get are given only an
+// ID, and the reservation itself lives in its item's slot, so they first
+// read that pointer and then run a script in the item's slot: two round
+// trips. Reserve likewise first binds the ID to the item (SET NX), then
+// reserves: a crash between the two leaves a pointer and no reservation,
+// which reads as [stock.ErrNotFound] and which the caller's retry
+// completes, never a reservation that cannot be reached. An ID once bound
+// stays bound to its item, even if its Reserve was refused: reusing it
+// for another item fails with [stock.ErrConflict] (MemoryStore would
+// accept it).
+//
+// Options.Prefix must contain no brace, so that the store's own tag
+// decides each key's slot.
+//
+// # Guarantees
+//
+// Every change to an item's units (Reserve, Confirm, Release, Restock,
+// LoadCodes, the expiry of holds) is one Lua script in the item's slot,
+// so it is atomic: of any number of concurrent Reserves, no two are
+// granted the same unit, and an item's units always add up (available +
+// held + confirmed = units ever added). The disabled flag and the
+// per-holder limit (units held and confirmed together) are checked in the
+// same script as the units, so Disable takes effect for every Reserve that
+// starts after it returns.
+//
+// A hold's expiry is a predicate on the Redis server's clock (TIME inside
+// the scripts, in whole milliseconds, holds rounded up): a hold whose time
+// has passed cannot be confirmed ([stock.ErrExpired]) and reads as expired,
+// swept or not. Each Reserve first expires up to 100 due holds of its item,
+// and, before it would refuse, as many more as it takes to be sure the
+// refusal does not count a hold that has run out; Level expires all of the
+// item's due holds before it reads. Each hold is expired once, so that
+// work is paid for by the holds that cause it. [Store.Sweep] does the same
+// in the background, one script per item.
+//
+// Reservations are kept, whatever their state, for as long as the item's
+// keys exist, so that a Reserve retried any time later with the same ID
+// gets the same reservation back.
+//
+// # Retried calls
+//
+// go-redis retries a command whose reply was lost, so a script may run
+// twice for one call. Reserve (by its ID), Confirm, Release, Define,
+// Disable and Enable do the same thing when run twice. Restock and each
+// batch of LoadCodes leave a receipt in the item's slot for one minute,
+// so that their retry adds nothing more (and LoadCodes reports what the
+// first run added). A retried Sweep may report fewer holds than it
+// expired. A call that still fails, or whose context ends, may or may not
+// have taken effect; retry Reserve with the same ID to find out.
+//
+// # When Redis fails
+//
+// The store is as durable as the Redis it runs on, and Redis acknowledges
+// writes before they are safe on disk or on a replica:
+//
+//   - Without persistence, a restart loses every item's counts and every
+//     reservation. The caller must define and re-stock the items from its
+//     own system of record, and treat every reservation it has not
+//     confirmed there as lost.
+//   - With AOF and appendfsync everysec, a crash can lose up to about a
+//     second of writes: reservations, confirmations and restocks. A unit
+//     whose Confirm was lost can be granted again.
+//   - Replication is asynchronous: a failover to a replica can lose the
+//     writes the old primary had not yet sent, with the same effects.
+//
+// So before handing out anything of value (a code, a shipment), record the
+// confirmed reservation in the caller's own database, or keep the stock in
+// PostgreSQL (stockpg), where a confirmation that was acknowledged is
+// durable. Run Redis with maxmemory-policy noeviction: an evicted key is
+// stock lost or granted twice.
+package stockredis

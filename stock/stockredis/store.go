@@ -1,0 +1,513 @@
+package stockredis
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/idemq/idemq/stock"
+)
+
+// DefaultPrefix is the key prefix used when [Options.Prefix] is empty.
+const DefaultPrefix = "idemq:stock:"
+
+// receiptTTL is how long Restock and LoadCodes remember a call, so that
+// go-redis's retry of a call whose reply was lost finds the first run's
+// result. It outlasts go-redis's own retries with its default timeouts by
+// far: 4 attempts of 3s reads and writes.
+const receiptTTL = time.Minute
+
+// codesPerScript is how many codes one LoadCodes script takes, so that a
+// large load does not stall every other client of Redis for its whole
+// length.
+const codesPerScript = 1000
+
+// Options configures [New]. Zero fields take the documented defaults.
+type Options struct {
+	// Prefix is put in front of every Redis key the store writes. It must
+	// not contain '{' or '}': the hash tag that follows it decides each
+	// key's slot. Default [DefaultPrefix].
+	Prefix string
+}
+
+func (o Options) withDefaults() (Options, error) {
+	if o.Prefix == "" {
+		o.Prefix = DefaultPrefix
+	}
+	if strings.ContainsAny(o.Prefix, "{}") {
+		return o, fmt.Errorf("stockredis: Options.Prefix %q contains a brace; the store places its own {hash tag} after it", o.Prefix)
+	}
+	return o, nil
+}
+
+// Store is a [stock.Store] in Redis. It is safe for concurrent use.
+type Store struct {
+	client redis.UniversalClient
+	prefix string
+	items  string // the set of item names
+}
+
+var _ stock.Store = (*Store)(nil)
+
+// New returns a store that keeps its items in client under opts.Prefix.
+// It does not contact Redis.
+func New(client redis.UniversalClient, opts Options) (*Store, error) {
+	if client == nil {
+		return nil, errors.New("stockredis: client is nil")
+	}
+	o, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	return &Store{client: client, prefix: o.Prefix, items: o.Prefix + "items"}, nil
+}
+
+// tagEscaper makes any name a hash tag: no brace, so the tag ends where
+// the store closes it, and '%' escaped too, so that two names never share
+// a tag.
+var tagEscaper = strings.NewReplacer("%", "%25", "{", "%7B", "}", "%7D")
+
+// itemKeys names the keys of one item (see scripts.go for the layout).
+type itemKeys struct {
+	base, item, holds, holders, free, all string
+}
+
+func (s *Store) keys(item string) itemKeys {
+	base := s.prefix + "{" + tagEscaper.Replace(item) + "}:"
+	return itemKeys{
+		base:    base,
+		item:    base + "i",
+		holds:   base + "h",
+		holders: base + "u",
+		free:    base + "c",
+		all:     base + "a",
+	}
+}
+
+func (k itemKeys) reservation(id string) string { return k.base + "r:" + id }
+func (k itemKeys) receipt(nonce string) string  { return k.base + "n:" + nonce }
+
+// pointerKey is the key that records which item reservation id belongs
+// to. It is in a slot of its own, apart from every item.
+func (s *Store) pointerKey(id string) string {
+	return s.prefix + "{res:" + tagEscaper.Replace(id) + "}"
+}
+
+// Define implements [stock.Store]. The item's name is first added to the
+// set of items that Sweep walks, then the item is created or updated in
+// one script.
+func (s *Store) Define(ctx context.Context, item string, cfg stock.ItemConfig) error {
+	if item == "" {
+		return errors.New("stockredis: empty item name")
+	}
+	if cfg.HolderLimit < 0 {
+		return fmt.Errorf("stockredis: negative HolderLimit %d", cfg.HolderLimit)
+	}
+	// Before the item, so that no item exists that Sweep cannot find; a
+	// name whose Define failed afterwards is skipped by Sweep.
+	if err := s.client.SAdd(ctx, s.items, item).Err(); err != nil {
+		return fmt.Errorf("stockredis: define %q: %w", item, err)
+	}
+	codes := "0"
+	if cfg.Codes {
+		codes = "1"
+	}
+	k := s.keys(item)
+	n, err := defineScript.Run(ctx, s.client, []string{k.item}, cfg.HolderLimit, codes).Int64()
+	if err != nil {
+		return fmt.Errorf("stockredis: define %q: %w", item, err)
+	}
+	if n == stWrongKind {
+		return fmt.Errorf("stockredis: item %q cannot change between counted units and codes", item)
+	}
+	return nil
+}
+
+// Restock implements [stock.Store]. units must be positive.
+func (s *Store) Restock(ctx context.Context, item string, units int) error {
+	if units <= 0 {
+		return fmt.Errorf("stockredis: Restock units must be positive, got %d", units)
+	}
+	if item == "" {
+		return unknownItem(item)
+	}
+	k := s.keys(item)
+	n, err := restockScript.Run(ctx, s.client, []string{k.item, k.receipt(nonce())},
+		units, receiptTTL.Milliseconds()).Int64()
+	if err != nil {
+		return fmt.Errorf("stockredis: restock %q: %w", item, err)
+	}
+	switch n {
+	case 0:
+		return nil
+	case stUnknownItem:
+		return unknownItem(item)
+	case stWrongKind:
+		return fmt.Errorf("stockredis: item %q is a code pool: load codes instead", item)
+	}
+	return fmt.Errorf("stockredis: restock %q: unexpected reply %d", item, n)
+}
+
+// LoadCodes implements [stock.Store]. Empty codes are ignored. Codes are
+// loaded up to 1000 per script, each batch atomic; if a call fails part
+// way, the batches before the failure stay loaded, and calling again with
+// the same codes loads the rest.
+func (s *Store) LoadCodes(ctx context.Context, item string, codes []string) (int, error) {
+	if item == "" {
+		return 0, unknownItem(item)
+	}
+	k := s.keys(item)
+	added := 0
+	for start := 0; start == 0 || start < len(codes); start += codesPerScript {
+		batch := codes[start:min(start+codesPerScript, len(codes))]
+		args := make([]any, 0, 1+len(batch))
+		args = append(args, receiptTTL.Milliseconds())
+		for _, c := range batch {
+			args = append(args, c)
+		}
+		v, err := loadCodesScript.Run(ctx, s.client, []string{k.item, k.free, k.all, k.receipt(nonce())}, args...).Slice()
+		if err != nil {
+			return added, fmt.Errorf("stockredis: load codes %q: %w", item, err)
+		}
+		st, n := int64At(v, 0), int64At(v, 1)
+		switch {
+		case st == stUnknownItem:
+			return added, unknownItem(item)
+		case st == stWrongKind:
+			return added, fmt.Errorf("stockredis: item %q counts units: restock it instead", item)
+		case st != stOK || len(v) != 2:
+			return added, fmt.Errorf("stockredis: load codes %q: unexpected reply %v", item, v)
+		}
+		added += int(n)
+	}
+	return added, nil
+}
+
+// Reserve implements [stock.Store].
+//
+// A Reserve takes two round trips: the first binds req.ID to req.Item (see
+// the package documentation), the second is the reservation itself, one
+// script in the item's slot. An ID once bound stays bound to its item,
+// even if the reservation was refused; reusing it for another item fails
+// with [stock.ErrConflict].
+func (s *Store) Reserve(ctx context.Context, req stock.ReserveRequest) (stock.Reservation, error) {
+	req, err := req.Validate()
+	if err != nil {
+		return stock.Reservation{}, err
+	}
+	if err := s.bind(ctx, req.ID, req.Item); err != nil {
+		return stock.Reservation{}, err
+	}
+	k := s.keys(req.Item)
+	v, err := reserveScript.Run(ctx, s.client,
+		[]string{k.item, k.holds, k.holders, k.reservation(req.ID)},
+		k.base, req.ID, req.Holder, req.Quantity, millis(req.Hold), sweepBatch).Slice()
+	if err != nil {
+		return stock.Reservation{}, fmt.Errorf("stockredis: reserve %q: %w", req.ID, err)
+	}
+	switch st := int64At(v, 0); st {
+	case stOK:
+		return parseReservation(req.ID, req.Item, v)
+	case stConflict:
+		return stock.Reservation{}, fmt.Errorf("%w: %q", stock.ErrConflict, req.ID)
+	case stUnknownItem:
+		return stock.Reservation{}, unknownItem(req.Item)
+	case stDisabled, stHolderLimit, stSoldOut:
+		if len(v) != 3 {
+			break
+		}
+		reason, _ := v[2].(string)
+		return stock.Reservation{}, &stock.ReservationError{
+			Item:      req.Item,
+			Available: int(int64At(v, 1)),
+			Err:       refusals[st],
+			Reason:    reason,
+		}
+	}
+	return stock.Reservation{}, fmt.Errorf("stockredis: reserve %q: unexpected reply %v", req.ID, v)
+}
+
+var refusals = map[int64]error{
+	stDisabled:    stock.ErrDisabled,
+	stHolderLimit: stock.ErrHolderLimit,
+	stSoldOut:     stock.ErrSoldOut,
+}
+
+// bind records that reservation id belongs to item, unless it already
+// belongs to another item. SET NX GET is one command, so of concurrent
+// binds of one ID exactly one item wins; a retried bind finds its own
+// item and succeeds.
+func (s *Store) bind(ctx context.Context, id, item string) error {
+	old, err := s.client.SetArgs(ctx, s.pointerKey(id), item, redis.SetArgs{Mode: "NX", Get: true}).Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return nil
+	case err != nil:
+		return fmt.Errorf("stockredis: reserve %q: %w", id, err)
+	case old != item:
+		return fmt.Errorf("%w: %q (it belongs to another item)", stock.ErrConflict, id)
+	}
+	return nil
+}
+
+// lookup returns the item reservation id belongs to.
+func (s *Store) lookup(ctx context.Context, op, id string) (string, error) {
+	item, err := s.client.Get(ctx, s.pointerKey(id)).Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return "", fmt.Errorf("%w: %q", stock.ErrNotFound, id)
+	case err != nil:
+		return "", fmt.Errorf("stockredis: %s %q: %w", op, id, err)
+	}
+	return item, nil
+}
+
+// Confirm implements [stock.Store]. It takes two round trips: one to find
+// the reservation's item, then one script in the item's slot.
+func (s *Store) Confirm(ctx context.Context, id string) (stock.Reservation, error) {
+	item, err := s.lookup(ctx, "confirm", id)
+	if err != nil {
+		return stock.Reservation{}, err
+	}
+	k := s.keys(item)
+	v, err := confirmScript.Run(ctx, s.client,
+		[]string{k.item, k.holds, k.holders, k.free, k.reservation(id)}, k.base, id).Slice()
+	if err != nil {
+		return stock.Reservation{}, fmt.Errorf("stockredis: confirm %q: %w", id, err)
+	}
+	switch int64At(v, 0) {
+	case stOK:
+		return parseReservation(id, item, v)
+	case stNotFound:
+		return stock.Reservation{}, fmt.Errorf("%w: %q", stock.ErrNotFound, id)
+	case stExpired:
+		return stock.Reservation{}, fmt.Errorf("%w: %q", stock.ErrExpired, id)
+	case stReleased:
+		return stock.Reservation{}, fmt.Errorf("%w: %q", stock.ErrReleased, id)
+	case stNoCodes:
+		return stock.Reservation{}, fmt.Errorf("%w: %q", stock.ErrNoCodes, item)
+	}
+	return stock.Reservation{}, fmt.Errorf("stockredis: confirm %q: unexpected reply %v", id, v)
+}
+
+// Release implements [stock.Store]. It takes two round trips, like
+// Confirm.
+func (s *Store) Release(ctx context.Context, id string) error {
+	item, err := s.lookup(ctx, "release", id)
+	if err != nil {
+		return err
+	}
+	k := s.keys(item)
+	n, err := releaseScript.Run(ctx, s.client,
+		[]string{k.item, k.holds, k.holders, k.reservation(id)}, k.base, id).Int64()
+	switch {
+	case err != nil:
+		return fmt.Errorf("stockredis: release %q: %w", id, err)
+	case n == 0:
+		return nil
+	case n == stNotFound:
+		return fmt.Errorf("%w: %q", stock.ErrNotFound, id)
+	case n == stConfirmed:
+		return fmt.Errorf("%w: %q", stock.ErrConfirmed, id)
+	}
+	return fmt.Errorf("stockredis: release %q: unexpected reply %d", id, n)
+}
+
+// Get implements [stock.Store]. It changes nothing: a hold whose time has
+// passed is reported expired, and its units go back at the next script
+// that touches its item.
+func (s *Store) Get(ctx context.Context, id string) (stock.Reservation, error) {
+	item, err := s.lookup(ctx, "get", id)
+	if err != nil {
+		return stock.Reservation{}, err
+	}
+	v, err := getScript.Run(ctx, s.client, []string{s.keys(item).reservation(id)}).Slice()
+	if err != nil {
+		return stock.Reservation{}, fmt.Errorf("stockredis: get %q: %w", id, err)
+	}
+	switch int64At(v, 0) {
+	case stOK:
+		return parseReservation(id, item, v)
+	case stNotFound:
+		return stock.Reservation{}, fmt.Errorf("%w: %q", stock.ErrNotFound, id)
+	}
+	return stock.Reservation{}, fmt.Errorf("stockredis: get %q: unexpected reply %v", id, v)
+}
+
+// Disable implements [stock.Store].
+func (s *Store) Disable(ctx context.Context, item, reason string) error {
+	return s.setDisabled(ctx, "disable", item, "1", reason)
+}
+
+// Enable implements [stock.Store].
+func (s *Store) Enable(ctx context.Context, item string) error {
+	return s.setDisabled(ctx, "enable", item, "0", "")
+}
+
+func (s *Store) setDisabled(ctx context.Context, op, item, flag, reason string) error {
+	if item == "" {
+		return unknownItem(item)
+	}
+	n, err := disableScript.Run(ctx, s.client, []string{s.keys(item).item}, flag, reason).Int64()
+	switch {
+	case err != nil:
+		return fmt.Errorf("stockredis: %s %q: %w", op, item, err)
+	case n == 0:
+		return nil
+	case n == stUnknownItem:
+		return unknownItem(item)
+	}
+	return fmt.Errorf("stockredis: %s %q: unexpected reply %d", op, item, n)
+}
+
+// Level implements [stock.Store]. It first expires every hold of the item
+// whose time has passed, so the level is exact as of the server's clock.
+func (s *Store) Level(ctx context.Context, item string) (stock.Level, error) {
+	if item == "" {
+		return stock.Level{}, unknownItem(item)
+	}
+	k := s.keys(item)
+	v, err := levelScript.Run(ctx, s.client, []string{k.item, k.holds, k.holders}, k.base).Slice()
+	if err != nil {
+		return stock.Level{}, fmt.Errorf("stockredis: level %q: %w", item, err)
+	}
+	switch st := int64At(v, 0); {
+	case st == stUnknownItem:
+		return stock.Level{}, unknownItem(item)
+	case st != stOK || len(v) != 6:
+		return stock.Level{}, fmt.Errorf("stockredis: level %q: unexpected reply %v", item, v)
+	}
+	disabled, _ := v[4].(string)
+	reason, _ := v[5].(string)
+	return stock.Level{
+		Item:      item,
+		Available: int(int64At(v, 1)),
+		Held:      int(int64At(v, 2)),
+		Confirmed: int(int64At(v, 3)),
+		Disabled:  disabled == "1",
+		Reason:    reason,
+	}, nil
+}
+
+// Sweep implements [stock.Store]. limit must be positive.
+//
+// It walks the set of item names and runs one script per item until it
+// has expired limit holds, so a Sweep costs one round trip per item it
+// visits, whether or not the item has anything to expire. The walk is not
+// a snapshot: an item defined meanwhile may or may not be visited.
+func (s *Store) Sweep(ctx context.Context, limit int) (int, error) {
+	if limit <= 0 {
+		return 0, fmt.Errorf("stockredis: Sweep limit must be positive, got %d", limit)
+	}
+	n := 0
+	var cursor uint64
+	for {
+		names, next, err := s.client.SScan(ctx, s.items, cursor, "", 100).Result()
+		if err != nil {
+			return n, fmt.Errorf("stockredis: sweep: %w", err)
+		}
+		for _, item := range names {
+			k := s.keys(item)
+			m, err := sweepScript.Run(ctx, s.client, []string{k.item, k.holds, k.holders}, k.base, limit-n).Int()
+			if err != nil {
+				return n, fmt.Errorf("stockredis: sweep %q: %w", item, err)
+			}
+			n += m
+			if n >= limit {
+				return n, nil
+			}
+		}
+		if next == 0 {
+			return n, nil
+		}
+		cursor = next
+	}
+}
+
+func unknownItem(item string) error {
+	return fmt.Errorf("%w: %q", stock.ErrUnknownItem, item)
+}
+
+// parseReservation reads a script's reservation reply:
+// {1, holder, qty, state, exp, codes}.
+func parseReservation(id, item string, v []any) (stock.Reservation, error) {
+	bad := func(what string) (stock.Reservation, error) {
+		return stock.Reservation{}, fmt.Errorf("stockredis: reservation %q: bad %s in reply %v", id, what, v)
+	}
+	if len(v) != 6 {
+		return bad("length")
+	}
+	holder, ok1 := v[1].(string)
+	qtyS, ok2 := v[2].(string)
+	state, ok3 := v[3].(string)
+	expS, ok4 := v[4].(string)
+	codesS, ok5 := v[5].(string)
+	if !ok1 || !ok2 || !ok3 || !ok4 || !ok5 {
+		return bad("types")
+	}
+	qty, err := strconv.Atoi(qtyS)
+	if err != nil {
+		return bad("quantity")
+	}
+	exp, err := strconv.ParseInt(expS, 10, 64)
+	if err != nil {
+		return bad("expiry")
+	}
+	r := stock.Reservation{
+		ID:        id,
+		Item:      item,
+		Holder:    holder,
+		Quantity:  qty,
+		State:     stock.State(state),
+		ExpiresAt: time.UnixMilli(exp),
+	}
+	if codesS != "" {
+		if r.Codes, err = decodeCodes(codesS); err != nil {
+			return bad("codes")
+		}
+	}
+	return r, nil
+}
+
+// decodeCodes splits codes stored as "<length>:<bytes>" one after another.
+func decodeCodes(s string) ([]string, error) {
+	var out []string
+	for s != "" {
+		n, rest, ok := strings.Cut(s, ":")
+		size, err := strconv.Atoi(n)
+		if !ok || err != nil || size < 0 || size > len(rest) {
+			return nil, errors.New("malformed code list")
+		}
+		out = append(out, rest[:size])
+		s = rest[size:]
+	}
+	return out, nil
+}
+
+// int64At returns v[i] if it is an integer, else 0.
+func int64At(v []any, i int) int64 {
+	if i >= len(v) {
+		return 0
+	}
+	n, _ := v[i].(int64)
+	return n
+}
+
+// millis converts a positive d to whole milliseconds, rounding up so that
+// no hold becomes zero.
+func millis(d time.Duration) int64 {
+	ms := int64(d / time.Millisecond)
+	if d%time.Millisecond != 0 {
+		ms++
+	}
+	return ms
+}
+
+// nonce returns a value unique to one call, naming its receipt.
+func nonce() string { return rand.Text() }

@@ -1,0 +1,673 @@
+package stockredis
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+
+	"github.com/idemq/idemq/internal/testenv"
+	"github.com/idemq/idemq/stock"
+)
+
+func newStore(t *testing.T) (*Store, redis.UniversalClient) {
+	t.Helper()
+	client, prefix := testenv.Redis(t)
+	s, err := New(client, Options{Prefix: prefix})
+	require.NoError(t, err)
+	return s, client
+}
+
+func define(t *testing.T, s *Store, item string, cfg stock.ItemConfig, units int) {
+	t.Helper()
+	ctx := t.Context()
+	require.NoError(t, s.Define(ctx, item, cfg))
+	if units > 0 {
+		require.NoError(t, s.Restock(ctx, item, units))
+	}
+}
+
+func reserve(t *testing.T, s *Store, item, holder, id string, qty int, hold time.Duration) stock.Reservation {
+	t.Helper()
+	r, err := s.Reserve(t.Context(), stock.ReserveRequest{Item: item, Holder: holder, ID: id, Quantity: qty, Hold: hold})
+	require.NoError(t, err, "Reserve(%q)", id)
+	return r
+}
+
+func level(t *testing.T, s *Store, item string) stock.Level {
+	t.Helper()
+	l, err := s.Level(t.Context(), item)
+	require.NoError(t, err)
+	return l
+}
+
+// checkItem checks the invariants of an item's keys: its units add up, its
+// held count is the sum of the holds in its sorted set, each of which is a
+// held reservation, and its per-holder counts add up to held + confirmed.
+func checkItem(t *testing.T, s *Store, client redis.UniversalClient, item string) {
+	t.Helper()
+	ctx := t.Context()
+	k := s.keys(item)
+	f, err := client.HGetAll(ctx, k.item).Result()
+	require.NoError(t, err)
+	atoi := func(s string) int {
+		n, err := strconv.Atoi(s)
+		require.NoError(t, err)
+		return n
+	}
+	units, avail, held, confirmed := atoi(f["units"]), atoi(f["available"]), atoi(f["held"]), atoi(f["confirmed"])
+	require.GreaterOrEqual(t, avail, 0)
+	require.Equal(t, units, avail+held+confirmed, "units do not add up: %v", f)
+
+	ids, err := client.ZRange(ctx, k.holds, 0, -1).Result()
+	require.NoError(t, err)
+	sum := 0
+	for _, id := range ids {
+		r, err := client.HMGet(ctx, k.reservation(id), "state", "qty").Result()
+		require.NoError(t, err)
+		require.Equal(t, "held", r[0], "reservation %q in the holds", id)
+		sum += atoi(r[1].(string))
+	}
+	require.Equal(t, held, sum, "held units and holds disagree")
+
+	counts, err := client.HGetAll(ctx, k.holders).Result()
+	require.NoError(t, err)
+	perHolder := 0
+	for _, c := range counts {
+		require.Positive(t, atoi(c))
+		perHolder += atoi(c)
+	}
+	require.Equal(t, held+confirmed, perHolder, "per-holder counts do not add up")
+
+	if f["codes"] == "1" {
+		free, err := client.LLen(ctx, k.free).Result()
+		require.NoError(t, err)
+		require.Equal(t, int64(avail+held), free, "free codes and units disagree")
+	}
+}
+
+func TestNew(t *testing.T) {
+	// New does not contact Redis, so no server is needed here.
+	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	t.Cleanup(func() { _ = client.Close() })
+
+	s, err := New(client, Options{})
+	require.NoError(t, err)
+	require.Equal(t, DefaultPrefix, s.prefix)
+	require.Equal(t, "idemq:stock:{shoes}:i", s.keys("shoes").item)
+	require.Equal(t, "idemq:stock:{a%7Bb%7D%25c}:r:x}", s.keys("a{b}%c").reservation("x}"))
+	require.Equal(t, "idemq:stock:{res:r%7D1}", s.pointerKey("r}1"))
+
+	for _, p := range []string{"a{", "}", "x{y}"} {
+		_, err := New(client, Options{Prefix: p})
+		require.ErrorContains(t, err, "brace")
+	}
+	_, err = New(nil, Options{})
+	require.Error(t, err)
+}
+
+func TestLifecycle(t *testing.T) {
+	t.Parallel()
+	s, client := newStore(t)
+	ctx := t.Context()
+	define(t, s, "shoes", stock.ItemConfig{}, 5)
+
+	before, err := client.Time(ctx).Result()
+	require.NoError(t, err)
+	r := reserve(t, s, "shoes", "ann", "r1", 2, time.Minute)
+	require.Equal(t, stock.Reservation{ID: "r1", Item: "shoes", Holder: "ann", Quantity: 2,
+		State: stock.Held, ExpiresAt: r.ExpiresAt}, r)
+	require.WithinDuration(t, before.Add(time.Minute), r.ExpiresAt, 5*time.Second)
+	require.Equal(t, stock.Level{Item: "shoes", Available: 3, Held: 2}, level(t, s, "shoes"))
+
+	again := reserve(t, s, "shoes", "ann", "r1", 2, time.Hour)
+	require.Equal(t, r, again, "a retried Reserve returns the same reservation")
+	_, err = s.Reserve(ctx, stock.ReserveRequest{Item: "shoes", Holder: "bob", ID: "r1", Quantity: 2, Hold: time.Minute})
+	require.ErrorIs(t, err, stock.ErrConflict)
+	_, err = s.Reserve(ctx, stock.ReserveRequest{Item: "shoes", Holder: "ann", ID: "r1", Quantity: 3, Hold: time.Minute})
+	require.ErrorIs(t, err, stock.ErrConflict)
+
+	got, err := s.Get(ctx, "r1")
+	require.NoError(t, err)
+	require.Equal(t, r, got)
+
+	c, err := s.Confirm(ctx, "r1")
+	require.NoError(t, err)
+	r.State = stock.Confirmed
+	require.Equal(t, r, c)
+	c2, err := s.Confirm(ctx, "r1")
+	require.NoError(t, err)
+	require.Equal(t, c, c2)
+	require.ErrorIs(t, s.Release(ctx, "r1"), stock.ErrConfirmed)
+
+	reserve(t, s, "shoes", "bob", "r2", 1, time.Minute)
+	require.NoError(t, s.Release(ctx, "r2"))
+	require.NoError(t, s.Release(ctx, "r2"))
+	_, err = s.Confirm(ctx, "r2")
+	require.ErrorIs(t, err, stock.ErrReleased)
+	got, err = s.Get(ctx, "r2")
+	require.NoError(t, err)
+	require.Equal(t, stock.Released, got.State)
+	require.Equal(t, stock.Level{Item: "shoes", Available: 3, Confirmed: 2}, level(t, s, "shoes"))
+
+	_, err = s.Reserve(ctx, stock.ReserveRequest{Item: "shoes", Holder: "cy", ID: "r3", Quantity: 4, Hold: time.Minute})
+	var re *stock.ReservationError
+	require.ErrorAs(t, err, &re)
+	require.ErrorIs(t, err, stock.ErrSoldOut)
+	require.Equal(t, stock.ReservationError{Item: "shoes", Available: 3, Err: stock.ErrSoldOut}, *re)
+
+	for _, id := range []string{"nope", ""} {
+		_, err = s.Get(ctx, id)
+		require.ErrorIs(t, err, stock.ErrNotFound)
+		_, err = s.Confirm(ctx, id)
+		require.ErrorIs(t, err, stock.ErrNotFound)
+		require.ErrorIs(t, s.Release(ctx, id), stock.ErrNotFound)
+	}
+	checkItem(t, s, client, "shoes")
+}
+
+func TestItemErrors(t *testing.T) {
+	t.Parallel()
+	s, _ := newStore(t)
+	ctx := t.Context()
+	for _, item := range []string{"ghost", ""} {
+		require.ErrorIs(t, s.Restock(ctx, item, 1), stock.ErrUnknownItem)
+		_, err := s.LoadCodes(ctx, item, []string{"a"})
+		require.ErrorIs(t, err, stock.ErrUnknownItem)
+		_, err = s.Level(ctx, item)
+		require.ErrorIs(t, err, stock.ErrUnknownItem)
+		require.ErrorIs(t, s.Disable(ctx, item, "x"), stock.ErrUnknownItem)
+		require.ErrorIs(t, s.Enable(ctx, item), stock.ErrUnknownItem)
+	}
+	_, err := s.Reserve(ctx, stock.ReserveRequest{Item: "ghost", Holder: "h", ID: "g1", Hold: time.Minute})
+	require.ErrorIs(t, err, stock.ErrUnknownItem)
+
+	require.Error(t, s.Define(ctx, "", stock.ItemConfig{}))
+	require.Error(t, s.Define(ctx, "x", stock.ItemConfig{HolderLimit: -1}))
+	define(t, s, "counted", stock.ItemConfig{}, 0)
+	define(t, s, "codes", stock.ItemConfig{Codes: true}, 0)
+	require.ErrorContains(t, s.Define(ctx, "counted", stock.ItemConfig{Codes: true}), "cannot change")
+	require.ErrorContains(t, s.Define(ctx, "codes", stock.ItemConfig{}), "cannot change")
+	require.ErrorContains(t, s.Restock(ctx, "codes", 1), "code pool")
+	_, err = s.LoadCodes(ctx, "counted", []string{"a"})
+	require.ErrorContains(t, err, "counts units")
+	require.Error(t, s.Restock(ctx, "counted", 0))
+	require.Error(t, s.Restock(ctx, "counted", -1))
+	_, err = s.Sweep(ctx, 0)
+	require.Error(t, err)
+}
+
+// TestConcurrentReserves races many more Reserves than there are units:
+// exactly as many are granted as there are units, and the others are
+// refused as sold out.
+func TestConcurrentReserves(t *testing.T) {
+	t.Parallel()
+	const units, reservers = 100, 5000
+	s, client := newStore(t)
+	define(t, s, "drop", stock.ItemConfig{HolderLimit: 1}, units)
+
+	errs := make([]error, reservers)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range reservers {
+		wg.Go(func() {
+			<-start
+			_, errs[i] = s.Reserve(context.Background(), stock.ReserveRequest{
+				Item: "drop", Holder: fmt.Sprintf("h%d", i), ID: fmt.Sprintf("r%d", i), Hold: time.Minute})
+		})
+	}
+	close(start)
+	wg.Wait()
+
+	granted := 0
+	for _, err := range errs {
+		if err == nil {
+			granted++
+			continue
+		}
+		var re *stock.ReservationError
+		require.ErrorAs(t, err, &re)
+		require.ErrorIs(t, err, stock.ErrSoldOut)
+		require.Zero(t, re.Available)
+	}
+	require.Equal(t, units, granted)
+	require.Equal(t, stock.Level{Item: "drop", Held: units}, level(t, s, "drop"))
+	checkItem(t, s, client, "drop")
+}
+
+// TestConcurrentRetries races Reserves that share one ID: one reservation
+// is made, and every call gets it.
+func TestConcurrentRetries(t *testing.T) {
+	t.Parallel()
+	s, client := newStore(t)
+	define(t, s, "tickets", stock.ItemConfig{}, 10)
+	const n = 64
+	got := make([]stock.Reservation, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			got[i], errs[i] = s.Reserve(context.Background(), stock.ReserveRequest{
+				Item: "tickets", Holder: "ann", ID: "same", Quantity: 3, Hold: time.Minute})
+		})
+	}
+	wg.Wait()
+	for i := range n {
+		require.NoError(t, errs[i])
+		require.Equal(t, got[0], got[i])
+	}
+	require.Equal(t, stock.Level{Item: "tickets", Available: 7, Held: 3}, level(t, s, "tickets"))
+	checkItem(t, s, client, "tickets")
+}
+
+func TestHolderLimitAndDisable(t *testing.T) {
+	t.Parallel()
+	s, client := newStore(t)
+	ctx := t.Context()
+	define(t, s, "voucher", stock.ItemConfig{HolderLimit: 2}, 10)
+	reserve(t, s, "voucher", "ann", "a1", 1, time.Minute)
+	_, err := s.Confirm(ctx, "a1")
+	require.NoError(t, err)
+	reserve(t, s, "voucher", "ann", "a2", 1, time.Minute)
+	_, err = s.Reserve(ctx, stock.ReserveRequest{Item: "voucher", Holder: "ann", ID: "a3", Hold: time.Minute})
+	var re *stock.ReservationError
+	require.ErrorAs(t, err, &re)
+	require.Equal(t, stock.ReservationError{Item: "voucher", Available: 8, Err: stock.ErrHolderLimit}, *re)
+	require.NoError(t, s.Release(ctx, "a2"))
+	reserve(t, s, "voucher", "ann", "a3", 1, time.Minute)
+
+	require.NoError(t, s.Disable(ctx, "voucher", "partner down"))
+	_, err = s.Reserve(ctx, stock.ReserveRequest{Item: "voucher", Holder: "bob", ID: "b1", Hold: time.Minute})
+	require.ErrorAs(t, err, &re)
+	require.Equal(t, stock.ReservationError{Item: "voucher", Available: 8, Err: stock.ErrDisabled, Reason: "partner down"}, *re)
+	require.Equal(t, stock.Level{Item: "voucher", Available: 8, Held: 1, Confirmed: 1, Disabled: true, Reason: "partner down"},
+		level(t, s, "voucher"))
+	// An existing hold can still be confirmed, and a retry still answers.
+	_, err = s.Confirm(ctx, "a3")
+	require.NoError(t, err)
+	reserve(t, s, "voucher", "ann", "a3", 1, time.Minute)
+
+	require.NoError(t, s.Enable(ctx, "voucher"))
+	reserve(t, s, "voucher", "bob", "b1", 2, time.Minute)
+	// Define updates the limit of an existing item, keeping its units.
+	require.NoError(t, s.Define(ctx, "voucher", stock.ItemConfig{HolderLimit: 3}))
+	reserve(t, s, "voucher", "bob", "b2", 1, time.Minute)
+	require.Equal(t, stock.Level{Item: "voucher", Available: 5, Held: 3, Confirmed: 2}, level(t, s, "voucher"))
+	checkItem(t, s, client, "voucher")
+}
+
+// waitExpired waits until the server's clock has passed r's expiry, as
+// Get observes it.
+func waitExpired(t *testing.T, s *Store, id string) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		r, err := s.Get(t.Context(), id)
+		require.NoError(t, err)
+		return r.State == stock.Expired
+	}, 10*time.Second, 5*time.Millisecond)
+}
+
+func TestExpiry(t *testing.T) {
+	t.Parallel()
+	s, client := newStore(t)
+	ctx := t.Context()
+	define(t, s, "cakes", stock.ItemConfig{HolderLimit: 1}, 2)
+	reserve(t, s, "cakes", "ann", "short", 1, 30*time.Millisecond)
+	reserve(t, s, "cakes", "bob", "long", 1, time.Hour)
+	waitExpired(t, s, "short")
+
+	// Not yet swept: the units are still counted as held in Redis, but
+	// Confirm sees the hold is over, and gives them back.
+	held, err := client.HGet(ctx, s.keys("cakes").item, "held").Int()
+	require.NoError(t, err)
+	require.Equal(t, 2, held)
+	_, err = s.Confirm(ctx, "short")
+	require.ErrorIs(t, err, stock.ErrExpired)
+	require.NoError(t, s.Release(ctx, "short"), "releasing an expired hold succeeds")
+	r, err := s.Get(ctx, "short")
+	require.NoError(t, err)
+	require.Equal(t, stock.Expired, r.State)
+	r = reserve(t, s, "cakes", "ann", "short", 1, time.Hour)
+	require.Equal(t, stock.Expired, r.State, "a retried Reserve returns the expired reservation")
+	require.Equal(t, stock.Level{Item: "cakes", Available: 1, Held: 1}, level(t, s, "cakes"))
+
+	// The holder's expired hold no longer counts against the limit.
+	reserve(t, s, "cakes", "ann", "again", 1, 30*time.Millisecond)
+	waitExpired(t, s, "again")
+	n, err := s.Sweep(ctx, 10)
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	n, err = s.Sweep(ctx, 10)
+	require.NoError(t, err)
+	require.Zero(t, n)
+	require.Equal(t, stock.Level{Item: "cakes", Available: 1, Held: 1}, level(t, s, "cakes"))
+	checkItem(t, s, client, "cakes")
+}
+
+// TestReserveLooksPastSweepBatch fills an item with more expired holds than
+// a Reserve sweeps first: the Reserve must still see every unit that came
+// back, and so must a holder's limit.
+func TestReserveLooksPastSweepBatch(t *testing.T) {
+	t.Parallel()
+	const units = 3*sweepBatch + 7
+	s, client := newStore(t)
+	ctx := t.Context()
+
+	// fill reserves every unit of item in holds of two seconds, and waits
+	// until they are all due and none has been expired yet.
+	fill := func(item string, holder func(i int) string) {
+		define(t, s, item, stock.ItemConfig{HolderLimit: units}, units)
+		errs := make([]error, units)
+		var wg sync.WaitGroup
+		for w := range 8 {
+			wg.Go(func() {
+				for i := w; i < units; i += 8 {
+					_, errs[i] = s.Reserve(ctx, stock.ReserveRequest{Item: item, Holder: holder(i),
+						ID: fmt.Sprintf("%s-%d", item, i), Hold: 2 * time.Second})
+				}
+			})
+		}
+		wg.Wait()
+		for _, err := range errs {
+			require.NoError(t, err)
+		}
+		for i := range units {
+			waitExpired(t, s, fmt.Sprintf("%s-%d", item, i))
+		}
+		n, err := client.ZCard(ctx, s.keys(item).holds).Result()
+		require.NoError(t, err)
+		require.Equal(t, int64(units), n, "holds expired while filling; the test is too slow")
+	}
+
+	// Every unit and all of ann's allowance are back only once all the
+	// holds are expired.
+	fill("bulk", func(int) string { return "ann" })
+	reserve(t, s, "bulk", "ann", "all", units, time.Minute)
+	checkItem(t, s, client, "bulk")
+	n, err := s.Sweep(ctx, units)
+	require.NoError(t, err)
+	require.Zero(t, n)
+
+	fill("bulk2", func(i int) string { return fmt.Sprintf("h%d", i) })
+	n, err = s.Sweep(ctx, sweepBatch+1)
+	require.NoError(t, err)
+	require.Equal(t, sweepBatch+1, n)
+	checkItem(t, s, client, "bulk2")
+	n, err = s.Sweep(ctx, units)
+	require.NoError(t, err)
+	require.Equal(t, units-sweepBatch-1, n)
+	require.Equal(t, stock.Level{Item: "bulk2", Available: units}, level(t, s, "bulk2"))
+	checkItem(t, s, client, "bulk2")
+}
+
+func TestCodes(t *testing.T) {
+	t.Parallel()
+	s, client := newStore(t)
+	ctx := t.Context()
+	define(t, s, "gift", stock.ItemConfig{Codes: true}, 0)
+	odd := []string{"A-1", "12:x", "3:ab", "{brace}", "\x00\xff", " "}
+	n, err := s.LoadCodes(ctx, "gift", append(odd, "A-1", ""))
+	require.NoError(t, err)
+	require.Equal(t, len(odd), n, "duplicates and empty codes are not loaded")
+	n, err = s.LoadCodes(ctx, "gift", []string{"A-1", "new"})
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	require.Equal(t, stock.Level{Item: "gift", Available: 7}, level(t, s, "gift"))
+
+	reserve(t, s, "gift", "ann", "g1", 4, time.Minute)
+	c, err := s.Confirm(ctx, "g1")
+	require.NoError(t, err)
+	require.Equal(t, odd[:4], c.Codes, "codes go out in load order")
+	got, err := s.Get(ctx, "g1")
+	require.NoError(t, err)
+	require.Equal(t, c, got)
+	c2, err := s.Confirm(ctx, "g1")
+	require.NoError(t, err)
+	require.Equal(t, c, c2)
+
+	// A code given out is never loaded again.
+	n, err = s.LoadCodes(ctx, "gift", odd)
+	require.NoError(t, err)
+	require.Zero(t, n)
+	reserve(t, s, "gift", "bob", "g2", 3, time.Minute)
+	c, err = s.Confirm(ctx, "g2")
+	require.NoError(t, err)
+	require.Equal(t, []string{odd[4], odd[5], "new"}, c.Codes)
+	checkItem(t, s, client, "gift")
+
+	// Codes removed outside the store: the confirmation fails and changes
+	// nothing.
+	n, err = s.LoadCodes(ctx, "gift", []string{"last"})
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	reserve(t, s, "gift", "cy", "g3", 1, time.Minute)
+	require.NoError(t, client.Del(ctx, s.keys("gift").free).Err())
+	_, err = s.Confirm(ctx, "g3")
+	require.ErrorIs(t, err, stock.ErrNoCodes)
+	r, err := s.Get(ctx, "g3")
+	require.NoError(t, err)
+	require.Equal(t, stock.Held, r.State)
+
+	// Large loads go in batches; the count is exact.
+	define(t, s, "many", stock.ItemConfig{Codes: true}, 0)
+	many := make([]string, 2*codesPerScript+5)
+	for i := range many {
+		many[i] = fmt.Sprintf("c%05d", i%(2*codesPerScript))
+	}
+	n, err = s.LoadCodes(ctx, "many", many)
+	require.NoError(t, err)
+	require.Equal(t, 2*codesPerScript, n)
+	n, err = s.LoadCodes(ctx, "many", nil)
+	require.NoError(t, err)
+	require.Zero(t, n)
+}
+
+// TestIDBoundToItem checks the pointer from a reservation ID to its item.
+func TestIDBoundToItem(t *testing.T) {
+	t.Parallel()
+	s, client := newStore(t)
+	ctx := t.Context()
+	define(t, s, "a", stock.ItemConfig{}, 1)
+	define(t, s, "b", stock.ItemConfig{}, 1)
+	reserve(t, s, "a", "ann", "x", 1, time.Minute)
+	_, err := s.Reserve(ctx, stock.ReserveRequest{Item: "b", Holder: "ann", ID: "x", Hold: time.Minute})
+	require.ErrorIs(t, err, stock.ErrConflict)
+
+	// A crash after the pointer is written and before the reservation:
+	// the ID reads as not found, and a retry completes it.
+	require.NoError(t, s.bind(ctx, "y", "b"))
+	_, err = s.Get(ctx, "y")
+	require.ErrorIs(t, err, stock.ErrNotFound)
+	_, err = s.Confirm(ctx, "y")
+	require.ErrorIs(t, err, stock.ErrNotFound)
+	require.ErrorIs(t, s.Release(ctx, "y"), stock.ErrNotFound)
+	r := reserve(t, s, "b", "bob", "y", 1, time.Minute)
+	require.Equal(t, "b", r.Item)
+	item, err := client.Get(ctx, s.pointerKey("y")).Result()
+	require.NoError(t, err)
+	require.Equal(t, "b", item)
+}
+
+// TestRetriedCalls runs Restock and LoadCodes scripts twice with one
+// receipt, as go-redis does when a reply is lost: the retry adds nothing.
+func TestRetriedCalls(t *testing.T) {
+	t.Parallel()
+	s, client := newStore(t)
+	ctx := t.Context()
+	define(t, s, "counted", stock.ItemConfig{}, 0)
+	define(t, s, "codes", stock.ItemConfig{Codes: true}, 0)
+	ttl := receiptTTL.Milliseconds()
+
+	k := s.keys("counted")
+	for range 2 {
+		require.NoError(t, restockScript.Run(ctx, client, []string{k.item, k.receipt("n1")}, 5, ttl).Err())
+	}
+	require.Equal(t, 5, level(t, s, "counted").Available)
+
+	k = s.keys("codes")
+	for range 2 {
+		v, err := loadCodesScript.Run(ctx, client, []string{k.item, k.free, k.all, k.receipt("n2")}, ttl, "a", "b").Slice()
+		require.NoError(t, err)
+		require.Equal(t, []any{int64(1), int64(2)}, v)
+	}
+	require.Equal(t, 2, level(t, s, "codes").Available)
+	pttl, err := client.PTTL(ctx, k.receipt("n2")).Result()
+	require.NoError(t, err)
+	require.Positive(t, pttl)
+	checkItem(t, s, client, "counted")
+	checkItem(t, s, client, "codes")
+}
+
+// hashTag returns the part of a Redis key that decides its cluster slot,
+// by the rule of the cluster specification: the text between the first '{'
+// and the first '}' after it, if that is not empty; otherwise the whole key.
+func hashTag(key string) string {
+	open := strings.IndexByte(key, '{')
+	if open < 0 {
+		return key
+	}
+	end := strings.IndexByte(key[open+1:], '}')
+	if end <= 0 {
+		return key
+	}
+	return key[open+1 : open+1+end]
+}
+
+// TestKeysShareHashTag checks that every key of an item, whatever its name
+// and its reservation IDs, carries the item's hash tag, so that its
+// scripts run on Redis Cluster.
+func TestKeysShareHashTag(t *testing.T) {
+	t.Parallel()
+	s, client := newStore(t)
+	ctx := t.Context()
+	names := []string{"plain", "{x}", "}{", "{", "a{b}c", "%7B", "}"}
+	for i, item := range names {
+		define(t, s, item, stock.ItemConfig{Codes: i%2 == 1}, 0)
+		if i%2 == 1 {
+			_, err := s.LoadCodes(ctx, item, []string{"c1", "c2", "c3"})
+			require.NoError(t, err)
+		} else {
+			require.NoError(t, s.Restock(ctx, item, 3))
+		}
+		for j, id := range []string{"r", "{r}", "}", "{"} {
+			id := fmt.Sprintf("%d%s", i, id)
+			reserve(t, s, item, "ann", id, 1, time.Minute)
+			switch j {
+			case 1:
+				_, err := s.Confirm(ctx, id)
+				require.NoError(t, err)
+			case 2:
+				require.NoError(t, s.Release(ctx, id))
+			}
+		}
+		_, err := s.Level(ctx, item)
+		require.NoError(t, err)
+	}
+
+	// Group the keys by hash tag: one tag per item, one per reservation
+	// pointer, and the item set.
+	byTag := map[string][]string{}
+	iter := client.Scan(ctx, 0, s.prefix+"*", 100).Iterator()
+	for iter.Next(ctx) {
+		k := iter.Val()
+		byTag[hashTag(k)] = append(byTag[hashTag(k)], k)
+	}
+	require.NoError(t, iter.Err())
+	require.Contains(t, byTag, s.items)
+	pointers := 0
+	for i, item := range names {
+		k := s.keys(item)
+		tag := hashTag(k.item)
+		require.NotEqual(t, k.item, tag, "item %q has no hash tag", item)
+		keys := byTag[tag]
+		require.Contains(t, keys, k.item, "item %q", item)
+		require.Contains(t, keys, k.holds, "item %q", item)
+		require.Contains(t, keys, k.holders, "item %q", item)
+		if i%2 == 1 {
+			require.Contains(t, keys, k.free, "item %q", item)
+			require.Contains(t, keys, k.all, "item %q", item)
+		}
+		reservations := 0
+		for _, key := range keys {
+			require.True(t, strings.HasPrefix(key, k.base), "key %q in the slot of item %q", key, item)
+			if strings.HasPrefix(key, k.base+"r:") {
+				reservations++
+			}
+		}
+		require.Equal(t, 4, reservations, "item %q", item)
+		delete(byTag, tag)
+		checkItem(t, s, client, item)
+	}
+	for tag, keys := range byTag {
+		if tag == s.items {
+			continue
+		}
+		require.True(t, strings.HasPrefix(tag, "res:"), "stray keys %q", keys)
+		pointers++
+	}
+	require.Equal(t, 4*len(names), pointers)
+}
+
+func TestNoScript(t *testing.T) {
+	t.Parallel()
+	s, client := newStore(t)
+	ctx := t.Context()
+	flush := func() {
+		// SCRIPT FLUSH is server-wide: other tests running at the same
+		// time see NOSCRIPT too, which go-redis answers with EVAL.
+		require.NoError(t, client.ScriptFlush(ctx).Err())
+	}
+	flush()
+	require.NoError(t, s.Define(ctx, "n", stock.ItemConfig{}))
+	flush()
+	require.NoError(t, s.Restock(ctx, "n", 3))
+	flush()
+	require.NoError(t, s.Define(ctx, "c", stock.ItemConfig{Codes: true}))
+	flush()
+	_, err := s.LoadCodes(ctx, "c", []string{"x"})
+	require.NoError(t, err)
+	flush()
+	reserve(t, s, "n", "ann", "r1", 1, time.Minute)
+	flush()
+	reserve(t, s, "c", "ann", "r2", 1, time.Minute)
+	flush()
+	_, err = s.Confirm(ctx, "r2")
+	require.NoError(t, err)
+	flush()
+	require.NoError(t, s.Release(ctx, "r1"))
+	flush()
+	_, err = s.Get(ctx, "r1")
+	require.NoError(t, err)
+	flush()
+	require.NoError(t, s.Disable(ctx, "n", "x"))
+	flush()
+	require.NoError(t, s.Enable(ctx, "n"))
+	flush()
+	require.Equal(t, stock.Level{Item: "n", Available: 3}, level(t, s, "n"))
+	flush()
+	_, err = s.Sweep(ctx, 10)
+	require.NoError(t, err)
+}
+
+func TestContextCanceled(t *testing.T) {
+	t.Parallel()
+	s, client := newStore(t)
+	define(t, s, "i", stock.ItemConfig{}, 1)
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	_, err := s.Reserve(ctx, stock.ReserveRequest{Item: "i", Holder: "h", ID: "r", Hold: time.Minute})
+	require.ErrorIs(t, err, context.Canceled)
+	require.ErrorIs(t, s.Restock(ctx, "i", 1), context.Canceled)
+	_, err = s.Sweep(ctx, 1)
+	require.ErrorIs(t, err, context.Canceled)
+	require.Equal(t, stock.Level{Item: "i", Available: 1}, level(t, s, "i"))
+	n, err := client.Exists(t.Context(), s.pointerKey("r")).Result()
+	require.NoError(t, err)
+	require.Zero(t, n)
+}
