@@ -1,6 +1,7 @@
 package stock
 
 import (
+	"container/heap"
 	"context"
 	"errors"
 	"fmt"
@@ -22,7 +23,9 @@ type MemoryStore struct {
 type memItem struct {
 	cfg       ItemConfig
 	available int
-	held      map[string]*Reservation // unexpired-or-unswept holds by ID
+	held      map[string]*memHold // holds not yet confirmed, released or expired, by ID
+	expiries  holdHeap            // the same holds, soonest expiry first
+	heldUnits int
 	confirmed int
 	disabled  bool
 	reason    string
@@ -46,20 +49,55 @@ func (s *MemoryStore) item(name string) (*memItem, error) {
 	return it, nil
 }
 
-// expireLocked returns the units of it's holds whose time has passed.
+// memHold is a hold in its item's expiry heap.
+type memHold struct {
+	r   *Reservation
+	idx int
+}
+
+type holdHeap []*memHold
+
+func (h holdHeap) Len() int           { return len(h) }
+func (h holdHeap) Less(i, j int) bool { return h[i].r.ExpiresAt.Before(h[j].r.ExpiresAt) }
+func (h holdHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].idx, h[j].idx = i, j
+}
+func (h *holdHeap) Push(x any) {
+	m := x.(*memHold)
+	m.idx = len(*h)
+	*h = append(*h, m)
+}
+func (h *holdHeap) Pop() any {
+	old := *h
+	m := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	return m
+}
+
+// endHoldLocked takes a hold out of its item's books, moving its units to
+// available (expired, released) or confirmed.
+func (it *memItem) endHoldLocked(m *memHold, to State) {
+	r := m.r
+	delete(it.held, r.ID)
+	heap.Remove(&it.expiries, m.idx)
+	it.heldUnits -= r.Quantity
+	r.State = to
+	if to == Confirmed {
+		it.confirmed += r.Quantity
+		return
+	}
+	it.available += r.Quantity
+	it.holders[r.Holder] -= r.Quantity
+}
+
+// expireLocked returns the units of up to limit holds whose time has
+// passed (all of them when limit < 0), soonest first.
 func (s *MemoryStore) expireLocked(it *memItem, now time.Time, limit int) int {
 	n := 0
-	for id, r := range it.held {
-		if n == limit {
-			break
-		}
-		if r.ExpiresAt.After(now) {
-			continue
-		}
-		delete(it.held, id)
-		r.State = Expired
-		it.available += r.Quantity
-		it.holders[r.Holder] -= r.Quantity
+	for n != limit && len(it.expiries) > 0 && !it.expiries[0].r.ExpiresAt.After(now) {
+		it.endHoldLocked(it.expiries[0], Expired)
 		n++
 	}
 	return n
@@ -85,7 +123,7 @@ func (s *MemoryStore) Define(ctx context.Context, item string, cfg ItemConfig) e
 		it.cfg = cfg
 		return nil
 	}
-	s.items[item] = &memItem{cfg: cfg, held: map[string]*Reservation{}, holders: map[string]int{}, loaded: map[string]bool{}}
+	s.items[item] = &memItem{cfg: cfg, held: map[string]*memHold{}, holders: map[string]int{}, loaded: map[string]bool{}}
 	return nil
 }
 
@@ -180,7 +218,10 @@ func (s *MemoryStore) Reserve(ctx context.Context, req ReserveRequest) (Reservat
 	it.holders[req.Holder] += req.Quantity
 	r := &Reservation{ID: req.ID, Item: req.Item, Holder: req.Holder, Quantity: req.Quantity,
 		State: Held, ExpiresAt: now.Add(req.Hold)}
-	it.held[r.ID] = r
+	m := &memHold{r: r}
+	it.held[r.ID] = m
+	heap.Push(&it.expiries, m)
+	it.heldUnits += r.Quantity
 	s.reservations[r.ID] = r
 	return cloneReservation(r), nil
 }
@@ -227,9 +268,7 @@ func (s *MemoryStore) Confirm(ctx context.Context, id string) (Reservation, erro
 		r.Codes = slices.Clone(it.free[:r.Quantity])
 		it.free = it.free[r.Quantity:]
 	}
-	delete(it.held, id)
-	it.confirmed += r.Quantity
-	r.State = Confirmed
+	it.endHoldLocked(it.held[id], Confirmed)
 	return cloneReservation(r), nil
 }
 
@@ -253,10 +292,7 @@ func (s *MemoryStore) Release(ctx context.Context, id string) error {
 		return nil
 	}
 	it := s.items[r.Item]
-	delete(it.held, id)
-	it.available += r.Quantity
-	it.holders[r.Holder] -= r.Quantity
-	r.State = Released
+	it.endHoldLocked(it.held[id], Released)
 	return nil
 }
 
@@ -313,11 +349,7 @@ func (s *MemoryStore) Level(ctx context.Context, item string) (Level, error) {
 		return Level{}, err
 	}
 	s.expireLocked(it, now, -1)
-	held := 0
-	for _, r := range it.held {
-		held += r.Quantity
-	}
-	return Level{Item: item, Available: it.available, Held: held, Confirmed: it.confirmed,
+	return Level{Item: item, Available: it.available, Held: it.heldUnits, Confirmed: it.confirmed,
 		Disabled: it.disabled, Reason: it.reason}, nil
 }
 

@@ -1,0 +1,153 @@
+package stock_test
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/idemq/idemq/internal/testenv"
+	"github.com/idemq/idemq/stock"
+	"github.com/idemq/idemq/stock/stockpg"
+	"github.com/idemq/idemq/stock/stockredis"
+)
+
+// benchPool opens a 32-connection pool on a fresh schema.
+func benchPool(b *testing.B) *pgxpool.Pool {
+	_, schema := testenv.PostgresWithSchema(b)
+	cfg, err := pgxpool.ParseConfig(testenv.PostgresURL())
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg.ConnConfig.RuntimeParams["search_path"] = schema
+	cfg.MaxConns = 32
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(pool.Close)
+	return pool
+}
+
+// benchReserve reserves one unit of one hot item per op at parallelism 32
+// (16 goroutines per GOMAXPROCS on 2 cores), each with its own ID and
+// holder, and reports ops/s.
+func benchReserve(b *testing.B, store stock.Store) {
+	ctx := context.Background()
+	item := "hot-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	if err := store.Define(ctx, item, stock.ItemConfig{}); err != nil {
+		b.Fatal(err)
+	}
+	if err := store.Restock(ctx, item, b.N+1000); err != nil {
+		b.Fatal(err)
+	}
+	var seq atomic.Int64
+	b.SetParallelism(16)
+	b.ResetTimer()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			id := strconv.FormatInt(seq.Add(1), 10)
+			if _, err := store.Reserve(ctx, stock.ReserveRequest{Item: item, Holder: "h" + id, ID: item + id, Hold: time.Hour}); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "ops/s")
+}
+
+func BenchmarkReserve(b *testing.B) {
+	b.Run("memory", func(b *testing.B) { benchReserve(b, stock.NewMemoryStore()) })
+	b.Run("redis", func(b *testing.B) {
+		_, prefix := testenv.Redis(b)
+		client := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(), PoolSize: 32})
+		b.Cleanup(func() { client.Close() })
+		s, err := stockredis.New(client, stockredis.Options{Prefix: prefix})
+		if err != nil {
+			b.Fatal(err)
+		}
+		benchReserve(b, s)
+	})
+	for _, shards := range []int{0, 8} {
+		name := "postgres"
+		if shards > 0 {
+			name = "postgres-sharded"
+		}
+		b.Run(name, func(b *testing.B) {
+			pool := benchPool(b)
+			opts := stockpg.Options{Shards: shards}
+			if err := stockpg.Migrate(context.Background(), pool, opts); err != nil {
+				b.Fatal(err)
+			}
+			s, err := stockpg.New(pool, opts)
+			if err != nil {
+				b.Fatal(err)
+			}
+			benchReserve(b, s)
+		})
+	}
+	b.Run("postgres-serializable-baseline", benchSerializable)
+}
+
+// benchSerializable is the approach the stores avoid: read the count,
+// then update it, in a SERIALIZABLE transaction retried on serialization
+// failures. It reports ops/s and the share of attempts that failed.
+func benchSerializable(b *testing.B) {
+	ctx := context.Background()
+	pool := benchPool(b)
+	if _, err := pool.Exec(ctx, `
+		CREATE TABLE items (item text PRIMARY KEY, available int NOT NULL);
+		CREATE TABLE reservations (id text PRIMARY KEY, item text NOT NULL, holder text NOT NULL);`); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, "INSERT INTO items VALUES ('hot', $1)", b.N+1000); err != nil {
+		b.Fatal(err)
+	}
+	var seq, attempts, failures atomic.Int64
+	reserve := func(id string) error {
+		for {
+			attempts.Add(1)
+			err := pgx.BeginTxFunc(ctx, pool, pgx.TxOptions{IsoLevel: pgx.Serializable}, func(tx pgx.Tx) error {
+				var available int
+				if err := tx.QueryRow(ctx, "SELECT available FROM items WHERE item = 'hot'").Scan(&available); err != nil {
+					return err
+				}
+				if available < 1 {
+					return stock.ErrSoldOut
+				}
+				if _, err := tx.Exec(ctx, "UPDATE items SET available = $1 WHERE item = 'hot'", available-1); err != nil {
+					return err
+				}
+				_, err := tx.Exec(ctx, "INSERT INTO reservations VALUES ($1, 'hot', $1)", id)
+				return err
+			})
+			var pgErr *pgconn.PgError
+			if errors.As(err, &pgErr) && (pgErr.Code == "40001" || pgErr.Code == "40P01") {
+				failures.Add(1)
+				continue
+			}
+			return err
+		}
+	}
+	b.SetParallelism(16)
+	b.ResetTimer()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := reserve(strconv.FormatInt(seq.Add(1), 10)); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "ops/s")
+	b.ReportMetric(100*float64(failures.Load())/float64(max(1, attempts.Load())), "failed-%")
+}
