@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"time"
@@ -61,8 +62,8 @@ var (
 
 // Middleware puts g in front of a consumer handler. A rejected message is
 // not failed: it is nacked with a [consumer.RetryAfter] of the rejection's
-// hint, and the error matches [consumer.ErrDeferred] so a dead-letter
-// middleware does not count it. The handler's error is reported to g (an
+// hint stretched by up to 50% at random, and the error matches
+// [consumer.ErrDeferred] so a dead-letter middleware does not count it. The handler's error is reported to g (an
 // adaptive limiter or a breaker learns from it) and returned unchanged.
 func Middleware(g Guard) consumer.Middleware {
 	return func(next consumer.Handler) consumer.Handler {
@@ -96,9 +97,15 @@ func KeyedMiddleware(bs *Breakers, key func(*consumer.Message) string) consumer.
 	}
 }
 
-// deferred turns a rejection into a redelivery after its hint.
+// deferred turns a rejection into a redelivery after its hint, stretched
+// by up to half at random (never shortened): messages rejected together
+// would otherwise all come back together, at the very moment a breaker
+// half-opens or a limiter frees up.
 func deferred(err error) error {
 	if d, ok := RetryAfterHint(err); ok {
+		if d > 0 {
+			d += time.Duration(rand.Int64N(int64(d)/2 + 1))
+		}
 		return consumer.RetryAfter(d, err)
 	}
 	return err // the caller's context ended

@@ -33,7 +33,15 @@ func TestConsumerMiddlewareDefersRejections(t *testing.T) {
 	err = h.Handle(context.Background(), &consumer.Message{ID: "m", Attempt: 1})
 	d, ok := consumer.RetryAfterDelay(err)
 	require.True(t, ok)
-	require.Equal(t, 250*time.Millisecond, d)
+	require.GreaterOrEqual(t, d, 250*time.Millisecond, "the hint, never shortened")
+	require.LessOrEqual(t, d, 375*time.Millisecond, "stretched by at most half")
+	// Over many rejections the stretch is spread out, not constant.
+	seen := map[time.Duration]bool{}
+	for range 50 {
+		d, _ := consumer.RetryAfterDelay(h.Handle(context.Background(), &consumer.Message{ID: "m", Attempt: 1}))
+		seen[d] = true
+	}
+	require.Greater(t, len(seen), 10)
 	require.ErrorIs(t, err, backpressure.ErrRejected)
 	require.ErrorIs(t, err, consumer.ErrDeferred)
 	require.Zero(t, calls.Load())

@@ -49,9 +49,12 @@ type Options struct {
 	// entry. Default "default".
 	Source string
 
-	// MaxAttempts is the number of deliveries a message gets: when the
-	// delivery numbered MaxAttempts fails, the message is parked. In-process
-	// retries by [consumer.Retry] happen within one delivery. Default 5.
+	// MaxAttempts is the number of failed deliveries a message gets: when
+	// the one numbered MaxAttempts fails, the message is parked. In-process
+	// retries by [consumer.Retry] happen within one delivery, and
+	// deliveries deferred by backpressure ([consumer.ErrDeferred]) that this
+	// process saw do not count (deferrals seen by other consumer processes
+	// do, as the broker's delivery count includes them). Default 5.
 	MaxAttempts int
 
 	// Classify, when set, is asked first for a failure's reason; park
@@ -104,7 +107,7 @@ func Middleware(opts Options) (consumer.Middleware, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	m := &parker{o: opts, now: time.Now, firsts: newFirstFailures(10_000)}
+	m := &parker{o: opts, now: time.Now, hist: newHistory(10_000)}
 	return func(next consumer.Handler) consumer.Handler {
 		return consumer.HandlerFunc(func(ctx context.Context, msg *consumer.Message) error {
 			return m.handle(ctx, next, msg)
@@ -113,9 +116,9 @@ func Middleware(opts Options) (consumer.Middleware, error) {
 }
 
 type parker struct {
-	o      Options
-	now    func() time.Time
-	firsts *firstFailures
+	o    Options
+	now  func() time.Time
+	hist *history
 }
 
 // reason decides whether a failure parks the message, and why.
@@ -143,25 +146,35 @@ func (p *parker) handle(ctx context.Context, next consumer.Handler, msg *consume
 	err := next.Handle(ctx, msg)
 	if err == nil {
 		if msg.Attempt > 1 {
-			p.firsts.forget(msg.ID)
+			p.hist.forget(msg.ID)
 		}
 		return nil
 	}
-	if ctx.Err() != nil || errors.Is(err, consumer.ErrDeferred) {
-		// The consumer lost the message or is shutting down, or the
-		// message was put off (an overloaded dependency, a duplicate
-		// waiting for its original): the error says nothing about the
-		// message itself.
+	if ctx.Err() != nil {
+		// The consumer lost the message or is shutting down: the error
+		// says nothing about the message itself.
+		return err
+	}
+	if errors.Is(err, consumer.ErrDeferred) {
+		// Put off (an overloaded dependency, a duplicate waiting for its
+		// original): this delivery does not count as an attempt.
+		p.hist.update(msg.ID, func(r *record) { r.deferrals++ })
 		return err
 	}
 	now := p.now()
-	reason, park := p.reason(err, msg.Attempt)
+	h := p.hist.get(msg.ID)
+	attempts := max(1, msg.Attempt-h.deferrals)
+	reason, park := p.reason(err, attempts)
 	if !park {
-		p.firsts.remember(msg.ID, now)
+		p.hist.update(msg.ID, func(r *record) {
+			if r.first.IsZero() {
+				r.first = now
+			}
+		})
 		return err
 	}
-	first, ok := p.firsts.take(msg.ID)
-	if !ok {
+	first := h.first
+	if first.IsZero() {
 		first = now
 	}
 	e := Entry{
@@ -171,17 +184,18 @@ func (p *parker) handle(ctx context.Context, next consumer.Handler, msg *consume
 		Reason:        reason,
 		Error:         err.Error(),
 		ErrorChain:    errorChain(err),
-		Attempts:      msg.Attempt,
+		Attempts:      attempts,
 		FirstFailedAt: first,
 		LastFailedAt:  now,
 	}
 	if perr := p.o.Sink.Put(context.WithoutCancel(ctx), e); perr != nil {
-		p.firsts.remember(msg.ID, first)
+		p.hist.update(msg.ID, func(r *record) { r.first = first })
 		p.o.Observer.Count(MetricDeadLetterFailures, 1)
 		p.o.Logger.LogAttrs(ctx, slog.LevelError, "dlq: parking failed; the message stays on its queue",
 			slog.String("message_id", msg.ID), slog.String("reason", string(reason)), slog.Any("error", perr))
 		return fmt.Errorf("dlq: parking message %q: %w (handler error: %w)", msg.ID, perr, err)
 	}
+	p.hist.forget(msg.ID)
 	p.o.Observer.Count(MetricDeadLettered, 1)
 	p.o.Logger.LogAttrs(ctx, slog.LevelWarn, "dlq: message parked",
 		slog.String("message_id", msg.ID), slog.String("key", msg.Key), slog.Int("attempt", msg.Attempt),
@@ -212,54 +226,60 @@ func errorChain(err error) []string {
 	return out
 }
 
-// firstFailures remembers when this process first saw each failing
-// message fail, for at most max messages (the oldest are forgotten).
-type firstFailures struct {
+// history remembers, for at most max messages (the oldest are forgotten),
+// when this process first saw each failing message fail and how many of
+// its deliveries were deferred rather than failed.
+type history struct {
 	max   int
 	mu    sync.Mutex
-	at    map[string]time.Time
+	by    map[string]record
 	order []string // insertion order, for eviction
 }
 
-func newFirstFailures(max int) *firstFailures {
-	return &firstFailures{max: max, at: make(map[string]time.Time)}
+type record struct {
+	first     time.Time // zero until a failure
+	deferrals int
 }
 
-func (f *firstFailures) remember(id string, t time.Time) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if _, ok := f.at[id]; ok {
-		return
-	}
-	for len(f.at) >= f.max && len(f.order) > 0 {
-		delete(f.at, f.order[0])
-		f.order = f.order[1:]
-	}
-	f.at[id] = t
-	f.order = append(f.order, id)
-	if len(f.order) > 2*f.max {
-		// Drop the IDs forgotten since they were added.
-		kept := f.order[:0]
-		for _, k := range f.order {
-			if _, ok := f.at[k]; ok {
-				kept = append(kept, k)
-			}
+func newHistory(max int) *history {
+	return &history{max: max, by: make(map[string]record)}
+}
+
+// update applies f to id's record, creating it if needed.
+func (h *history) update(id string, f func(*record)) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	r, ok := h.by[id]
+	if !ok {
+		for len(h.by) >= h.max && len(h.order) > 0 {
+			delete(h.by, h.order[0])
+			h.order = h.order[1:]
 		}
-		clear(f.order[len(kept):])
-		f.order = kept
+		h.order = append(h.order, id)
+		if len(h.order) > 2*h.max {
+			// Drop the IDs forgotten since they were added.
+			kept := h.order[:0]
+			for _, k := range h.order {
+				if _, ok := h.by[k]; ok {
+					kept = append(kept, k)
+				}
+			}
+			clear(h.order[len(kept):])
+			h.order = kept
+		}
 	}
+	f(&r)
+	h.by[id] = r
 }
 
-func (f *firstFailures) take(id string) (time.Time, bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	t, ok := f.at[id]
-	delete(f.at, id)
-	return t, ok
+func (h *history) get(id string) record {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.by[id]
 }
 
-func (f *firstFailures) forget(id string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	delete(f.at, id)
+func (h *history) forget(id string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.by, id)
 }

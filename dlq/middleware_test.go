@@ -444,3 +444,38 @@ func TestPoisonAndTransientMix(t *testing.T) {
 	})
 	require.Equal(t, consumer.MemQueueStats{}, q.Stats())
 }
+
+// TestDeferralsDoNotCountAsAttempts: deliveries put off by backpressure
+// raise the broker's Attempt but not the failures the DLQ counts.
+func TestDeferralsDoNotCountAsAttempts(t *testing.T) {
+	t.Parallel()
+	store := newStore(t)
+	deferred := consumer.RetryAfter(time.Second, fmt.Errorf("admission: %w", consumer.ErrDeferred))
+	errFail := errors.New("fail")
+	var next error
+	h := middleware(t, dlq.Options{Sink: store, MaxAttempts: 3})(consumer.HandlerFunc(
+		func(context.Context, *consumer.Message) error { return next }))
+	count := func() int {
+		n, err := store.Count(context.Background(), dlq.Filter{})
+		require.NoError(t, err)
+		return n
+	}
+	attempt := 0
+	deliver := func(err error) error {
+		attempt++
+		next = err
+		return h.Handle(context.Background(), &consumer.Message{ID: "m", Attempt: attempt})
+	}
+	for range 4 {
+		require.ErrorIs(t, deliver(deferred), consumer.ErrDeferred)
+	}
+	require.ErrorIs(t, deliver(errFail), errFail, "delivery 5 is the first failed attempt")
+	require.ErrorIs(t, deliver(errFail), errFail)
+	require.Zero(t, count())
+	require.NoError(t, deliver(errFail), "the third failure parks it")
+	e, err := store.Get(context.Background(), dlq.EntryID("default", "m"))
+	require.NoError(t, err)
+	require.Equal(t, 3, e.Attempts)
+	require.Equal(t, 7, e.Message.Attempt)
+	require.True(t, e.FirstFailedAt.Before(e.LastFailedAt) || e.FirstFailedAt.Equal(e.LastFailedAt))
+}
