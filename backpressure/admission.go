@@ -84,10 +84,14 @@ func (a *Admission) Release() {
 	a.o.Observer.Count(MetricAdmissionInflight, -1)
 }
 
-// Limit, InFlight and Waiting report the limiter's state.
-func (a *Admission) Limit() int    { return a.sem.Limit() }
+// Limit returns the number of calls admitted at once.
+func (a *Admission) Limit() int { return a.sem.Limit() }
+
+// InFlight returns the calls holding a slot.
 func (a *Admission) InFlight() int { return a.sem.Held() }
-func (a *Admission) Waiting() int  { return a.sem.Waiting() }
+
+// Waiting returns the callers waiting for a slot.
+func (a *Admission) Waiting() int { return a.sem.Waiting() }
 
 // acquire is the admission logic shared with the adaptive limiter.
 func acquire(ctx context.Context, sem *Semaphore, name string, maxWait time.Duration, maxQueue int,

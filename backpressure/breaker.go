@@ -24,6 +24,7 @@ const (
 	StateHalfOpen
 )
 
+// String names the state: "closed", "open" or "half-open".
 func (s State) String() string {
 	switch s {
 	case StateClosed:

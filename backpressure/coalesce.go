@@ -58,6 +58,7 @@ type PanicError struct {
 	Stack []byte // the panicking goroutine's stack
 }
 
+// Error describes the panic and the key of the call.
 func (e *PanicError) Error() string {
 	return fmt.Sprintf("backpressure: coalesced call %q panicked: %v", e.Key, e.Value)
 }

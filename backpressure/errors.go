@@ -36,6 +36,7 @@ type RejectedError struct {
 	open bool
 }
 
+// Error describes the rejection and its hint.
 func (e *RejectedError) Error() string {
 	name := e.Name
 	if name == "" {

@@ -50,7 +50,10 @@ func Permanent(err error) error {
 	return &PermanentError{Err: err}
 }
 
+// Error returns the wrapped error's text, marked permanent.
 func (e *PermanentError) Error() string { return "permanent: " + e.Err.Error() }
+
+// Unwrap returns the wrapped error.
 func (e *PermanentError) Unwrap() error { return e.Err }
 
 // IsPermanent reports whether err's chain holds a [PermanentError].
@@ -77,10 +80,12 @@ func RetryAfter(d time.Duration, err error) error {
 	return &RetryAfterError{Delay: d, Err: err}
 }
 
+// Error returns the wrapped error's text with the delay.
 func (e *RetryAfterError) Error() string {
 	return fmt.Sprintf("retry after %s: %v", e.Delay, e.Err)
 }
 
+// Unwrap returns the wrapped error.
 func (e *RetryAfterError) Unwrap() error { return e.Err }
 
 // RetryAfterDelay returns the delay of the first [RetryAfterError] in err's
@@ -99,6 +104,7 @@ type PanicError struct {
 	Stack []byte // the panicking goroutine's stack
 }
 
+// Error describes the panic value.
 func (e *PanicError) Error() string { return fmt.Sprintf("consumer: handler panic: %v", e.Value) }
 
 // Unwrap returns the panic value when it is an error.

@@ -29,7 +29,10 @@ const (
 // NopObserver discards everything.
 type NopObserver struct{}
 
-func (NopObserver) Count(string, int64)           {}
+// Count does nothing.
+func (NopObserver) Count(string, int64) {}
+
+// Observe does nothing.
 func (NopObserver) Observe(string, time.Duration) {}
 
 var _ Observer = NopObserver{}

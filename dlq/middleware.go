@@ -27,7 +27,10 @@ type Sink interface {
 // with [Undecodable].
 type UndecodableError struct{ Err error }
 
+// Error returns the decoding error's text.
 func (e *UndecodableError) Error() string { return "undecodable message: " + e.Err.Error() }
+
+// Unwrap returns the decoding error.
 func (e *UndecodableError) Unwrap() error { return e.Err }
 
 // Undecodable marks err, a failure to decode the message, as permanent with

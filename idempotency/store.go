@@ -43,6 +43,7 @@ const (
 	InProgress
 )
 
+// String names the status.
 func (s Status) String() string {
 	switch s {
 	case Claimed:

@@ -57,10 +57,14 @@ type ReserveRequest struct {
 type State string
 
 const (
-	Held      State = "held"
+	// Held: the units are set aside until ExpiresAt.
+	Held State = "held"
+	// Confirmed: the units are the holder's for good.
 	Confirmed State = "confirmed"
-	Released  State = "released"
-	Expired   State = "expired"
+	// Released: the holder gave the units back.
+	Released State = "released"
+	// Expired: the hold ran out unconfirmed and its units went back.
+	Expired State = "expired"
 )
 
 // Reservation is units of an item set aside for a holder.
@@ -152,6 +156,7 @@ type ReservationError struct {
 	Reason    string
 }
 
+// Error names the item and why the reservation was refused.
 func (e *ReservationError) Error() string {
 	if e.Reason != "" {
 		return fmt.Sprintf("stock: %s: %v (%s)", e.Item, e.Err, e.Reason)
@@ -159,6 +164,7 @@ func (e *ReservationError) Error() string {
 	return fmt.Sprintf("stock: %s: %v", e.Item, e.Err)
 }
 
+// Unwrap returns the sentinel: ErrSoldOut, ErrDisabled or ErrHolderLimit.
 func (e *ReservationError) Unwrap() error { return e.Err }
 
 // Validate checks a request and fills in its defaults.
