@@ -52,4 +52,15 @@
 // (a unique stream, table or queue name per call). [Run] returns only once
 // every check has finished, so resources shared by the factory may be
 // released with defer or t.Cleanup alike.
+//
+// # Load, crash and throughput helpers
+//
+// Beyond the contract, drivers share three harnesses that run the real
+// consumer runtime against them: [Stress] pushes many messages through
+// several consumers with planned transient failures and checks each is
+// acked exactly once with the right Attempt; [Crash] runs a consumer in a
+// child process, kills it with SIGKILL while it holds deliveries, and
+// checks a survivor receives every message (the driver's TestCrashChild
+// calls [CrashChild]); [Throughput] is the body of a publish-then-consume
+// benchmark reporting msgs/s.
 package consumertest

@@ -1,96 +1,34 @@
 package jetstream_test
 
 import (
-	"context"
-	"fmt"
-	"log/slog"
-	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
+
+	"github.com/stretchr/testify/require"
 
 	"github.com/idemq/idemq/consumer"
+	"github.com/idemq/idemq/consumer/consumertest"
 	"github.com/idemq/idemq/consumer/jetstream"
 )
 
-// BenchmarkJetStream measures the driver end to end: one goroutine
-// publishes b.N messages in batches of 500 while four Consumers, each on a
-// Source and a connection of its own (MaxInFlight 256), fetch, handle with
-// a no-op handler and acknowledge them (AckSync: one round trip each). The
-// timer covers everything from the first publish to the last
-// acknowledgement; msgs/s is b.N over that time.
+// BenchmarkJetStream measures the driver end to end
+// (consumertest.Throughput): one goroutine publishes b.N messages in
+// batches of 500 while four Consumers, each on a Source and a connection
+// of its own (MaxInFlight 256), fetch, handle with a no-op handler and
+// acknowledge them (AckSync: one round trip each). The timer covers
+// everything from the first publish to the last acknowledgement; msgs/s is
+// b.N over that time.
 func BenchmarkJetStream(b *testing.B) {
-	const (
-		consumers   = 4
-		maxInFlight = 256
-		batch       = 500
-	)
+	const consumers, maxInFlight = 4, 256
 	nc := connect(b)
-	stream := uniqueStream(b, nc)
-	opts := jetstream.Options{Stream: stream, MaxAckPending: consumers * maxInFlight}
+	opts := jetstream.Options{Stream: uniqueStream(b, nc), MaxAckPending: consumers * maxInFlight}
 	_, pub := newQueue(b, nc, opts)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-
-	var acked atomic.Int64
-	total := int64(b.N)
-	done := make(chan struct{})
-	onAck := func(*consumer.Message) {
-		if acked.Add(1) == total {
-			close(done)
-		}
-	}
-	h := consumer.HandlerFunc(func(context.Context, *consumer.Message) error { return nil })
-	cs := make([]*consumer.Consumer, consumers)
-	for i := range cs {
+	srcs := make([]consumer.Source, consumers)
+	for i := range srcs {
 		src, err := jetstream.New(connect(b), opts)
-		if err != nil {
-			b.Fatal(err)
-		}
-		cs[i], err = consumer.New(ackCounter{src, onAck}, h, consumer.Config{
-			MaxInFlight: maxInFlight, Logger: slog.New(slog.DiscardHandler),
-		})
-		if err != nil {
-			b.Fatal(err)
-		}
+		require.NoError(b, err)
+		srcs[i] = src
 	}
-	body := []byte(`{"order":12345,"status":"placed"}`)
-	msgs := make([]consumer.Message, 0, batch)
-
-	b.ReportAllocs()
-	b.ResetTimer()
-	start := time.Now()
-	var wg sync.WaitGroup
-	errs := make(chan error, consumers+1)
-	for _, c := range cs {
-		wg.Go(func() { errs <- c.Run(ctx) })
-	}
-	wg.Go(func() {
-		for i := 0; i < b.N; i++ {
-			msgs = append(msgs, consumer.Message{ID: fmt.Sprint("m", i), Key: "k", Body: body})
-			if len(msgs) == batch || i == b.N-1 {
-				if err := pub.Publish(ctx, msgs...); err != nil {
-					errs <- err
-					return
-				}
-				msgs = msgs[:0]
-			}
-		}
+	consumertest.Throughput(b, consumertest.ThroughputConfig{
+		Publisher: pub, Sources: srcs, MaxInFlight: maxInFlight,
 	})
-	select {
-	case <-done:
-	case err := <-errs:
-		b.Fatal(err)
-	}
-	elapsed := time.Since(start)
-	b.StopTimer()
-	cancel()
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
 }

@@ -151,31 +151,3 @@ func fetchOne(t testing.TB, src consumer.Source, wait time.Duration) consumer.De
 	require.Len(t, ds, 1)
 	return ds[0]
 }
-
-// ackCounter is a Source whose deliveries call onAck after each successful
-// Ack.
-type ackCounter struct {
-	consumer.Source
-	onAck func(*consumer.Message)
-}
-
-func (s ackCounter) Fetch(ctx context.Context, limit int) ([]consumer.Delivery, error) {
-	ds, err := s.Source.Fetch(ctx, limit)
-	for i, d := range ds {
-		ds[i] = countedDelivery{d, s.onAck}
-	}
-	return ds, err
-}
-
-type countedDelivery struct {
-	consumer.Delivery
-	onAck func(*consumer.Message)
-}
-
-func (d countedDelivery) Ack(ctx context.Context) error {
-	err := d.Delivery.Ack(ctx)
-	if err == nil {
-		d.onAck(d.Message())
-	}
-	return err
-}

@@ -2,7 +2,6 @@ package pgqueue_test
 
 import (
 	"context"
-	"log/slog"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -40,9 +39,4 @@ func rowCount(t testing.TB, db pgqueue.DBTX, table string) int {
 	var n int
 	require.NoError(t, db.QueryRow(context.Background(), "SELECT count(*) FROM "+table).Scan(&n))
 	return n
-}
-
-// quietLogger drops the consumer's logs of planned failures.
-func quietLogger() *slog.Logger {
-	return slog.New(slog.DiscardHandler)
 }

@@ -1,130 +1,34 @@
 package redisstream_test
 
 import (
-	"context"
-	"fmt"
-	"log/slog"
-	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
+
+	"github.com/stretchr/testify/require"
 
 	"github.com/idemq/idemq/consumer"
+	"github.com/idemq/idemq/consumer/consumertest"
 	"github.com/idemq/idemq/consumer/redisstream"
 	"github.com/idemq/idemq/internal/testenv"
 )
 
-// BenchmarkRedisStream measures the driver end to end: one goroutine
-// publishes b.N messages in batches of 500 while four Consumers, each on a
-// Source of its own (MaxInFlight 256), fetch, handle with a no-op handler
-// and acknowledge them. The timer covers everything from the first publish
-// to the last acknowledgement; msgs/s is b.N over that time. Shutting the
-// consumers down afterwards (up to Block, 2s, while each waits out its last
+// BenchmarkRedisStream measures the driver end to end
+// (consumertest.Throughput): one goroutine publishes b.N messages in
+// batches of 500 while four Consumers, each on a Source of its own
+// (MaxInFlight 256), fetch, handle with a no-op handler and acknowledge
+// them. The timer covers everything from the first publish to the last
+// acknowledgement; msgs/s is b.N over that time. Shutting the consumers
+// down afterwards (up to Block, 2s, while each waits out its last
 // XREADGROUP) is not counted.
 func BenchmarkRedisStream(b *testing.B) {
-	const (
-		consumers   = 4
-		maxInFlight = 256
-		batch       = 500
-	)
 	client, prefix := testenv.Redis(b)
 	pub, err := redisstream.NewPublisher(client, redisstream.PublisherOptions{Stream: "bench", Prefix: prefix})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-
-	var acked atomic.Int64
-	total := int64(b.N)
-	done := make(chan struct{})
-	onAck := func(*consumer.Message) {
-		if acked.Add(1) == total {
-			close(done)
-		}
-	}
-	h := consumer.HandlerFunc(func(context.Context, *consumer.Message) error { return nil })
-	cs := make([]*consumer.Consumer, consumers)
-	for i := range cs {
+	require.NoError(b, err)
+	srcs := make([]consumer.Source, 4)
+	for i := range srcs {
 		src, err := redisstream.New(client, redisstream.Options{Stream: "bench", Prefix: prefix})
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := src.Setup(ctx); err != nil {
-			b.Fatal(err)
-		}
-		cs[i], err = consumer.New(ackCounter{src, onAck}, h, consumer.Config{
-			MaxInFlight: maxInFlight, Logger: slog.New(slog.DiscardHandler),
-		})
-		if err != nil {
-			b.Fatal(err)
-		}
+		require.NoError(b, err)
+		require.NoError(b, src.Setup(b.Context()))
+		srcs[i] = src
 	}
-	body := []byte(`{"order":12345,"status":"placed"}`)
-	msgs := make([]consumer.Message, 0, batch)
-
-	b.ReportAllocs()
-	b.ResetTimer()
-	start := time.Now()
-	var wg sync.WaitGroup
-	errs := make(chan error, consumers+1)
-	for _, c := range cs {
-		wg.Go(func() { errs <- c.Run(ctx) })
-	}
-	wg.Go(func() {
-		for i := 0; i < b.N; i++ {
-			msgs = append(msgs, consumer.Message{ID: fmt.Sprint("m", i), Key: "k", Body: body})
-			if len(msgs) == batch || i == b.N-1 {
-				if err := pub.Publish(ctx, msgs...); err != nil {
-					errs <- err
-					return
-				}
-				msgs = msgs[:0]
-			}
-		}
-	})
-	select {
-	case <-done:
-	case err := <-errs:
-		b.Fatal(err)
-	}
-	elapsed := time.Since(start)
-	b.StopTimer()
-	cancel()
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
-}
-
-// ackCounter is a Source whose deliveries call onAck after each successful
-// Ack.
-type ackCounter struct {
-	consumer.Source
-	onAck func(*consumer.Message)
-}
-
-func (s ackCounter) Fetch(ctx context.Context, limit int) ([]consumer.Delivery, error) {
-	ds, err := s.Source.Fetch(ctx, limit)
-	for i, d := range ds {
-		ds[i] = countedDelivery{d, s.onAck}
-	}
-	return ds, err
-}
-
-type countedDelivery struct {
-	consumer.Delivery
-	onAck func(*consumer.Message)
-}
-
-func (d countedDelivery) Ack(ctx context.Context) error {
-	err := d.Delivery.Ack(ctx)
-	if err == nil {
-		d.onAck(d.Message())
-	}
-	return err
+	consumertest.Throughput(b, consumertest.ThroughputConfig{Publisher: pub, Sources: srcs})
 }
