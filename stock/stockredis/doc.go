@@ -22,16 +22,42 @@
 // reservation ID belongs to. Confirm, Release and Get are given only an
 // ID, and the reservation itself lives in its item's slot, so they first
 // read that pointer and then run a script in the item's slot: two round
-// trips. Reserve likewise first binds the ID to the item (SET NX), then
-// reserves: a crash between the two leaves a pointer and no reservation,
-// which reads as [stock.ErrNotFound] and which the caller's retry
-// completes, never a reservation that cannot be reached. An ID once bound
-// stays bound to its item, even if its Reserve was refused: reusing it
-// for another item fails with [stock.ErrConflict] (MemoryStore would
-// accept it).
+// trips. An ID once bound stays bound to its item, even if its Reserve
+// was refused: reusing it for another item fails with
+// [stock.ErrConflict] (MemoryStore would accept it).
 //
 // Options.Prefix must contain no brace, so that the store's own tag
 // decides each key's slot.
+//
+// # Reserve in one round trip
+//
+// Reserve sends the pointer's SET NX GET and the reservation script in
+// one pipeline. When the pointer names another item, the script has run
+// all the same: Reserve then undoes what it made, found by a nonce of the
+// call that the script records, in a second round trip, and fails with
+// [stock.ErrConflict]. On one connection to one server the SET runs
+// first. In Redis Cluster the two keys are in different slots, so the
+// two commands may go to different nodes, and neither order nor both
+// running is assured. Whatever happens, these hold:
+//
+//   - Every reservation is an ordinary hold in its item: if nothing
+//     reaches it, it expires when its hold ends and its units go back.
+//     A reservation can be confirmed only through its pointer, so one
+//     that no pointer leads to is never confirmed (until a retry of its
+//     Reserve binds the pointer, see below).
+//   - A pointer without a reservation (the script failed or did not run)
+//     reads as [stock.ErrNotFound]; a reservation without a pointer (the
+//     SET failed, or the client died before it) cannot be found. Reserve
+//     returns an error in both cases, and a retry with the same ID binds
+//     the pointer and returns the reservation, taking nothing more.
+//   - A reservation made under an ID bound to another item is reached by
+//     no one: every Reserve of that ID for this item fails with
+//     ErrConflict, and the other calls look in the other item. If the
+//     undo does not run (the client died, or the undo failed), its units
+//     are held until the hold ends, and never longer.
+//   - The undo removes only a reservation whose nonce is the call's own,
+//     so it never takes a reservation another call was given; go-redis's
+//     retry of the script keeps the nonce, and finds its own reservation.
 //
 // # Guarantees
 //
@@ -47,12 +73,14 @@
 // A hold's expiry is a predicate on the Redis server's clock (TIME inside
 // the scripts, in whole milliseconds, holds rounded up): a hold whose time
 // has passed cannot be confirmed ([stock.ErrExpired]) and reads as expired,
-// swept or not. Each Reserve first expires up to 100 due holds of its item,
-// and, before it would refuse, as many more as it takes to be sure the
-// refusal does not count a hold that has run out; Level expires all of the
-// item's due holds before it reads. Each hold is expired once, so that
-// work is paid for by the holds that cause it. [Store.Sweep] does the same
-// in the background, one script per item.
+// swept or not. Once the earliest hold of an item is due, each Reserve of
+// the item first expires up to 100 due holds, and, before it would refuse,
+// as many more as it takes to be sure the refusal does not count a hold
+// that has run out; Level expires all of the item's due holds before it
+// reads. Each hold is expired once, so that work is paid for by the holds
+// that cause it, and finding the due holds costs O(log n) in the item's
+// holds: no script scans them. [Store.Sweep] does the same in the
+// background, one script per item.
 //
 // Reservations are kept, whatever their state, for as long as the item's
 // keys exist, so that a Reserve retried any time later with the same ID

@@ -31,6 +31,10 @@ import "github.com/redis/go-redis/v9"
 //	reason        why it is disabled
 //	holder_limit  HolderLimit, 0 for none
 //	codes         "1" for a code item, "0" for a counted one
+//	due           a time (ms) no hold in :h ends before, so that a
+//	              Reserve before it need not look at :h; absent means 0.
+//	              Only Reserve adds holds, and it keeps due at most the
+//	              expiry it adds; removing a hold leaves it a lower bound.
 //
 // Reservation fields:
 //
@@ -38,6 +42,7 @@ import "github.com/redis/go-redis/v9"
 //	state  "held", "confirmed", "released" or "expired"
 //	exp    expiry, ms since the Unix epoch on the server's clock
 //	codes  a confirmed code item's codes, each as "<length>:<bytes>"
+//	nonce  the nonce of the Reserve call that made it
 //
 // A reservation is in :h exactly while its state is "held"; only the
 // scripts below change either, always both, together with the counters.
@@ -75,7 +80,6 @@ const luaItem = `
 local item, holds, holders, base = KEYS[1], KEYS[2], KEYS[3], ARGV[1]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local nowS = string.format('%.0f', now)
 
 local function num(s)
   return tonumber(s) or 0
@@ -105,7 +109,7 @@ end
 
 -- hasDue reports whether a hold's time has come.
 local function hasDue()
-  return #redis.call('ZRANGE', holds, '-inf', nowS, 'BYSCORE', 'LIMIT', 0, 1) > 0
+  return #redis.call('ZRANGE', holds, '-inf', now, 'BYSCORE', 'LIMIT', 0, 1) > 0
 end
 
 -- expireDue expires up to max due holds (all of them if max < 0) and
@@ -117,7 +121,7 @@ local function expireDue(max)
     if max >= 0 then
       batch = math.min(batch, max - n)
     end
-    local ids = redis.call('ZRANGE', holds, '-inf', nowS, 'BYSCORE', 'LIMIT', 0, batch)
+    local ids = redis.call('ZRANGE', holds, '-inf', now, 'BYSCORE', 'LIMIT', 0, batch)
     if #ids == 0 then
       break
     end
@@ -149,17 +153,34 @@ const sweepBatch = 100
 
 // reserveScript: luaItem's keys and ARGV[1], KEYS[4] the reservation;
 // ARGV[2] ID, ARGV[3] holder, ARGV[4] quantity, ARGV[5] hold in ms,
-// ARGV[6] how many due holds to expire first. Replies a reservation,
-// {stConflict}, {stUnknownItem}, or {refusal, available, reason}.
+// ARGV[6] how many due holds to expire first, ARGV[7] the call's nonce.
+// Replies {stOK, exp} for a reservation it made (the rest is the
+// request's), a reservation it found, {stConflict}, {stUnknownItem}, or
+// {refusal, available, reason}.
+//
+// A new reservation records the nonce of the call that made it, so that
+// the call, and only it, can undo it with undoReserveScript if the ID
+// turns out to be bound to another item. A retried call (same nonce)
+// finds its own reservation, so the undo works after a retry too.
 //
 // A refusal must not count a hold whose time has come, swept or not: past
 // the first ARGV[6], due holds are expired for as long as the answer
 // would otherwise be a refusal. Each hold is expired once, so the work is
 // paid for by the holds that caused it.
+//
+// The common case (a new ID, no hold due yet, units left, no holder
+// limit) is seven commands, none of which costs more than O(log n) in the
+// holds of the item: TIME, a read of the reservation and one of the item,
+// and four writes. The item's due field spares a look at the holds, the
+// counters are read once and written back with one HSET, and the reply
+// is only the expiry. Numbers go to Redis formatted with %d: passed as
+// Lua numbers, Redis would format each with %.17g, which costs several
+// times more. No path scans the holds or the holders: due holds are found
+// with ZRANGE BYSCORE LIMIT, and each is expired once.
 var reserveScript = redis.NewScript(luaItem + luaReservation + `
 local rk, id, holder, qty = KEYS[4], ARGV[2], ARGV[3], tonumber(ARGV[4])
-local r = redis.call('HMGET', rk, 'holder', 'qty', 'state', 'exp')
-if r[1] then
+if redis.call('EXISTS', rk) == 1 then
+  local r = redis.call('HMGET', rk, 'holder', 'qty', 'state', 'exp')
   if r[1] ~= holder or num(r[2]) ~= qty then
     return {-3}
   end
@@ -168,39 +189,101 @@ if r[1] then
   end
   return reservation(rk)
 end
-local it = redis.call('HMGET', item, 'disabled', 'reason', 'holder_limit')
+local it = redis.call('HMGET', item, 'disabled', 'reason', 'holder_limit', 'available', 'held', 'due')
 if not it[1] then
   return {-1}
 end
-expireDue(tonumber(ARGV[6]))
-local function available()
-  return num(redis.call('HGET', item, 'available'))
+local avail, held, due = num(it[4]), num(it[5]), num(it[6])
+local function reread()
+  local c = redis.call('HMGET', item, 'available', 'held')
+  avail, held = num(c[1]), num(c[2])
+end
+-- Before due, no hold is due and the holds need no look. After it, due
+-- becomes the earliest expiry of the holds left once the due ones are
+-- expired (nil for none), or, if more were due than ARGV[6], the earliest
+-- expiry before any was: either is a lower bound.
+if due <= now then
+  local first = redis.call('ZRANGE', holds, 0, 0, 'WITHSCORES')
+  if first[2] and tonumber(first[2]) <= now then
+    local max = tonumber(ARGV[6])
+    local n = expireDue(max)
+    if n > 0 then
+      reread()
+    end
+    if n < max then
+      first = redis.call('ZRANGE', holds, 0, 0, 'WITHSCORES')
+    end
+  end
+  due = tonumber(first[2])
 end
 if it[1] == '1' then
-  return {-4, available(), it[2] or ''}
+  return {-4, avail, it[2] or ''}
 end
 local limit = num(it[3])
 if limit > 0 then
-  while num(redis.call('HGET', holders, holder)) + qty > limit and hasDue() do
+  local function mine()
+    return num(redis.call('HGET', holders, holder))
+  end
+  if mine() + qty > limit then
+    while hasDue() do
+      expireDue(100)
+      if mine() + qty <= limit then
+        break
+      end
+    end
+    reread()
+    if mine() + qty > limit then
+      return {-5, avail, ''}
+    end
+  end
+end
+if avail < qty then
+  while hasDue() do
     expireDue(100)
+    reread()
+    if avail >= qty then
+      break
+    end
   end
-  if num(redis.call('HGET', holders, holder)) + qty > limit then
-    return {-5, available(), ''}
+  if avail < qty then
+    return {-6, avail, ''}
   end
 end
-while available() < qty and hasDue() do
-  expireDue(100)
+local exp = now + tonumber(ARGV[5])
+local expS = string.format('%d', exp)
+redis.call('HSET', rk, 'holder', holder, 'qty', ARGV[4], 'state', 'held', 'exp', expS, 'nonce', ARGV[7])
+redis.call('ZADD', holds, expS, id)
+redis.call('HSET', item, 'available', string.format('%d', avail - qty),
+  'held', string.format('%d', held + qty), 'due', string.format('%d', math.min(due or exp, exp)))
+redis.call('HINCRBY', holders, holder, ARGV[4])
+return {1, expS}
+`)
+
+// undoReserveScript: luaItem's keys and ARGV[1], KEYS[4] the reservation;
+// ARGV[2] ID, ARGV[3] the nonce of the Reserve to undo. It removes the
+// reservation, giving its units back if it still holds them, if and only
+// if that Reserve made it; replies 1 if it did, else 0.
+//
+// It runs only for a reservation whose ID is bound to another item. No
+// call can have been given that reservation (every Reserve of the ID for
+// this item answers ErrConflict, and Confirm, Release and Get look in the
+// other item), so removing it takes nothing from anyone; it can only be
+// held or expired.
+var undoReserveScript = redis.NewScript(luaItem + `
+local rk, id = KEYS[4], ARGV[2]
+local r = redis.call('HMGET', rk, 'nonce', 'state', 'qty', 'holder')
+if r[1] ~= ARGV[3] or (r[2] ~= 'held' and r[2] ~= 'expired') then
+  return 0
 end
-if available() < qty then
-  return {-6, available(), ''}
+if r[2] == 'held' then
+  local q = num(r[3])
+  redis.call('ZREM', holds, id)
+  redis.call('HINCRBY', item, 'held', -q)
+  redis.call('HINCRBY', item, 'available', q)
+  addHolder(r[4], -q)
 end
-local exp = string.format('%.0f', now + tonumber(ARGV[5]))
-redis.call('HSET', rk, 'holder', holder, 'qty', ARGV[4], 'state', 'held', 'exp', exp)
-redis.call('ZADD', holds, exp, id)
-redis.call('HINCRBY', item, 'available', -qty)
-redis.call('HINCRBY', item, 'held', qty)
-addHolder(holder, qty)
-return reservation(rk)
+redis.call('DEL', rk)
+return 1
 `)
 
 // confirmScript: luaItem's keys and ARGV[1], KEYS[4] the item's free

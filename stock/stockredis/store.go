@@ -191,29 +191,52 @@ func (s *Store) LoadCodes(ctx context.Context, item string, codes []string) (int
 
 // Reserve implements [stock.Store].
 //
-// A Reserve takes two round trips: the first binds req.ID to req.Item (see
-// the package documentation), the second is the reservation itself, one
-// script in the item's slot. An ID once bound stays bound to its item,
-// even if the reservation was refused; reusing it for another item fails
-// with [stock.ErrConflict].
+// A Reserve is one round trip: the command that binds req.ID to req.Item
+// (SET NX GET of the ID's pointer, see the package documentation) and the
+// reservation script in the item's slot go out together in one pipeline.
+// If the pointer names another item, the script's reservation, if it made
+// one, is undone in a second round trip, identified by a nonce of this
+// call, and Reserve fails with [stock.ErrConflict]. An ID once bound stays
+// bound to its item, even if the reservation was refused.
 func (s *Store) Reserve(ctx context.Context, req stock.ReserveRequest) (stock.Reservation, error) {
 	req, err := req.Validate()
 	if err != nil {
 		return stock.Reservation{}, err
 	}
-	if err := s.bind(ctx, req.ID, req.Item); err != nil {
-		return stock.Reservation{}, err
-	}
 	k := s.keys(req.Item)
-	v, err := reserveScript.Run(ctx, s.client,
-		[]string{k.item, k.holds, k.holders, k.reservation(req.ID)},
-		k.base, req.ID, req.Holder, req.Quantity, millis(req.Hold), sweepBatch).Slice()
+	keys := []string{k.item, k.holds, k.holders, k.reservation(req.ID)}
+	n := nonce()
+	args := []any{k.base, req.ID, req.Holder, req.Quantity, millis(req.Hold), sweepBatch, n}
+
+	pipe := s.client.Pipeline()
+	bound := pipe.SetArgs(ctx, s.pointerKey(req.ID), req.Item, redis.SetArgs{Mode: "NX", Get: true})
+	res := reserveScript.EvalSha(ctx, pipe, keys, args...)
+	_, _ = pipe.Exec(ctx) // each command's error is read below
+
+	other, err := bound.Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+	case err != nil:
+		// The script may have made a reservation that no pointer leads
+		// to yet; a retry with the same ID binds it and returns it, and
+		// without one it expires.
+		return stock.Reservation{}, fmt.Errorf("stockredis: reserve %q: %w", req.ID, err)
+	case other != req.Item:
+		return stock.Reservation{}, s.undoReserve(ctx, req, k, keys, n, res)
+	}
+
+	if redis.HasErrorPrefix(res.Err(), "NOSCRIPT") {
+		// The script cache was flushed (a restart, SCRIPT FLUSH): the
+		// script did not run. EVAL runs and caches it.
+		res = reserveScript.Eval(ctx, s.client, keys, args...)
+	}
+	v, err := res.Slice()
 	if err != nil {
 		return stock.Reservation{}, fmt.Errorf("stockredis: reserve %q: %w", req.ID, err)
 	}
 	switch st := int64At(v, 0); st {
 	case stOK:
-		return parseReservation(req.ID, req.Item, v)
+		return reserved(req, v)
 	case stConflict:
 		return stock.Reservation{}, fmt.Errorf("%w: %q", stock.ErrConflict, req.ID)
 	case stUnknownItem:
@@ -233,27 +256,52 @@ func (s *Store) Reserve(ctx context.Context, req stock.ReserveRequest) (stock.Re
 	return stock.Reservation{}, fmt.Errorf("stockredis: reserve %q: unexpected reply %v", req.ID, v)
 }
 
+// reserved reads the reservation in reserveScript's reply: {stOK, exp}
+// for one it made for req, or a reservation it found.
+func reserved(req stock.ReserveRequest, v []any) (stock.Reservation, error) {
+	if len(v) != 2 {
+		return parseReservation(req.ID, req.Item, v)
+	}
+	s, _ := v[1].(string)
+	exp, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return stock.Reservation{}, fmt.Errorf("stockredis: reserve %q: bad expiry in reply %v", req.ID, v)
+	}
+	return stock.Reservation{
+		ID:        req.ID,
+		Item:      req.Item,
+		Holder:    req.Holder,
+		Quantity:  req.Quantity,
+		State:     stock.Held,
+		ExpiresAt: time.UnixMilli(exp),
+	}, nil
+}
+
 var refusals = map[int64]error{
 	stDisabled:    stock.ErrDisabled,
 	stHolderLimit: stock.ErrHolderLimit,
 	stSoldOut:     stock.ErrSoldOut,
 }
 
-// bind records that reservation id belongs to item, unless it already
-// belongs to another item. SET NX GET is one command, so of concurrent
-// binds of one ID exactly one item wins; a retried bind finds its own
-// item and succeeds.
-func (s *Store) bind(ctx context.Context, id, item string) error {
-	old, err := s.client.SetArgs(ctx, s.pointerKey(id), item, redis.SetArgs{Mode: "NX", Get: true}).Result()
-	switch {
-	case errors.Is(err, redis.Nil):
-		return nil
-	case err != nil:
-		return fmt.Errorf("stockredis: reserve %q: %w", id, err)
-	case old != item:
-		return fmt.Errorf("%w: %q (it belongs to another item)", stock.ErrConflict, id)
+// undoReserve is Reserve's answer when req.ID is bound to another item:
+// the reservation script ran in req.Item all the same, so whatever it
+// made is undone, found by the call's nonce, and the answer is
+// ErrConflict. Unless the script answered that it made nothing (a
+// refusal, or the ID already used in req.Item) or did not run (NOSCRIPT),
+// it may have made a reservation, and the undo runs. If the undo fails,
+// that reservation cannot be reached (every way to it goes through the
+// pointer), and it expires with its hold.
+func (s *Store) undoReserve(ctx context.Context, req stock.ReserveRequest, k itemKeys, keys []string, nonce string, res *redis.Cmd) error {
+	conflict := fmt.Errorf("%w: %q (it belongs to another item)", stock.ErrConflict, req.ID)
+	v, err := res.Slice()
+	if (err == nil && int64At(v, 0) != stOK) || redis.HasErrorPrefix(err, "NOSCRIPT") {
+		return conflict
 	}
-	return nil
+	if err := undoReserveScript.Run(ctx, s.client, keys, k.base, req.ID, nonce).Err(); err != nil {
+		return fmt.Errorf("%w; undoing the hold this call may have made in %q failed, so it is held until it expires: %w",
+			conflict, req.Item, err)
+	}
+	return conflict
 }
 
 // lookup returns the item reservation id belongs to.

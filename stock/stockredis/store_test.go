@@ -75,6 +75,11 @@ func checkItem(t *testing.T, s *Store, client redis.UniversalClient, item string
 		sum += atoi(r[1].(string))
 	}
 	require.Equal(t, held, sum, "held units and holds disagree")
+	if due, ok := f["due"]; ok && len(ids) > 0 {
+		first, err := client.ZRangeWithScores(ctx, k.holds, 0, 0).Result()
+		require.NoError(t, err)
+		require.LessOrEqual(t, float64(atoi(due)), first[0].Score, "a hold ends before the item's due")
+	}
 
 	counts, err := client.HGetAll(ctx, k.holders).Result()
 	require.NoError(t, err)
@@ -350,6 +355,26 @@ func TestExpiry(t *testing.T) {
 	checkItem(t, s, client, "cakes")
 }
 
+// TestDueHolds checks that a Reserve expires the holds that are due even
+// when a hold that ends later was made first: the item's due bound is
+// lowered by a shorter hold.
+func TestDueHolds(t *testing.T) {
+	t.Parallel()
+	s, client := newStore(t)
+	ctx := t.Context()
+	define(t, s, "tea", stock.ItemConfig{}, 3)
+	reserve(t, s, "tea", "ann", "long", 1, time.Hour)
+	reserve(t, s, "tea", "bob", "short", 1, 30*time.Millisecond)
+	checkItem(t, s, client, "tea")
+	waitExpired(t, s, "short")
+	reserve(t, s, "tea", "cy", "next", 1, time.Hour)
+	state, err := client.HGet(ctx, s.keys("tea").reservation("short"), "state").Result()
+	require.NoError(t, err)
+	require.Equal(t, "expired", state, "the Reserve expired the due hold")
+	checkItem(t, s, client, "tea")
+	require.Equal(t, stock.Level{Item: "tea", Available: 1, Held: 2}, level(t, s, "tea"))
+}
+
 // TestReserveLooksPastSweepBatch fills an item with more expired holds than
 // a Reserve sweeps first: the Reserve must still see every unit that came
 // back, and so must a holder's limit.
@@ -476,12 +501,25 @@ func TestIDBoundToItem(t *testing.T) {
 	define(t, s, "a", stock.ItemConfig{}, 1)
 	define(t, s, "b", stock.ItemConfig{}, 1)
 	reserve(t, s, "a", "ann", "x", 1, time.Minute)
+	// The script ran in b in the same round trip as the pointer, and made
+	// a hold; the conflict undid it.
 	_, err := s.Reserve(ctx, stock.ReserveRequest{Item: "b", Holder: "ann", ID: "x", Hold: time.Minute})
 	require.ErrorIs(t, err, stock.ErrConflict)
+	require.Equal(t, stock.Level{Item: "b", Available: 1}, level(t, s, "b"))
+	n, err := client.Exists(ctx, s.keys("b").reservation("x")).Result()
+	require.NoError(t, err)
+	require.Zero(t, n, "the undone reservation is gone")
+	checkItem(t, s, client, "b")
+	// Refused in b, or not: still a conflict, still nothing taken.
+	_, err = s.Reserve(ctx, stock.ReserveRequest{Item: "b", Holder: "ann", ID: "x", Quantity: 2, Hold: time.Minute})
+	require.ErrorIs(t, err, stock.ErrConflict)
+	got, err := s.Get(ctx, "x")
+	require.NoError(t, err)
+	require.Equal(t, "a", got.Item)
 
 	// A crash after the pointer is written and before the reservation:
 	// the ID reads as not found, and a retry completes it.
-	require.NoError(t, s.bind(ctx, "y", "b"))
+	require.NoError(t, client.Set(ctx, s.pointerKey("y"), "b", 0).Err())
 	_, err = s.Get(ctx, "y")
 	require.ErrorIs(t, err, stock.ErrNotFound)
 	_, err = s.Confirm(ctx, "y")
@@ -492,6 +530,110 @@ func TestIDBoundToItem(t *testing.T) {
 	item, err := client.Get(ctx, s.pointerKey("y")).Result()
 	require.NoError(t, err)
 	require.Equal(t, "b", item)
+	checkItem(t, s, client, "a")
+	checkItem(t, s, client, "b")
+}
+
+// runReserve runs the reservation script alone, as one half of a Reserve
+// whose other half (the pointer) was lost, failed or ran elsewhere.
+func runReserve(t *testing.T, s *Store, item, holder, id string, hold time.Duration, nonce string) []any {
+	t.Helper()
+	k := s.keys(item)
+	v, err := reserveScript.Run(t.Context(), s.client, []string{k.item, k.holds, k.holders, k.reservation(id)},
+		k.base, id, holder, 1, millis(hold), sweepBatch, nonce).Slice()
+	require.NoError(t, err)
+	return v
+}
+
+func runUndo(t *testing.T, s *Store, item, id, nonce string) int64 {
+	t.Helper()
+	k := s.keys(item)
+	n, err := undoReserveScript.Run(t.Context(), s.client, []string{k.item, k.holds, k.holders, k.reservation(id)},
+		k.base, id, nonce).Int64()
+	require.NoError(t, err)
+	return n
+}
+
+// TestUndoReserve checks the undo of a reservation made under an ID bound
+// to another item: only the call that made it (its nonce) undoes it, a
+// retried script keeps the nonce, and the undo gives the units back once.
+func TestUndoReserve(t *testing.T) {
+	t.Parallel()
+	s, client := newStore(t)
+	define(t, s, "b", stock.ItemConfig{HolderLimit: 1}, 2)
+
+	parse := func(v []any) stock.Reservation {
+		t.Helper()
+		r, err := reserved(stock.ReserveRequest{Item: "b", Holder: "ann", ID: "x", Quantity: 1}, v)
+		require.NoError(t, err)
+		return r
+	}
+	r := parse(runReserve(t, s, "b", "ann", "x", time.Minute, "n1"))
+	// go-redis retried the script: the same reservation, the same nonce.
+	require.Equal(t, r, parse(runReserve(t, s, "b", "ann", "x", time.Minute, "n1")))
+	// Another call with the same ID (and another nonce) found it.
+	require.Equal(t, r, parse(runReserve(t, s, "b", "ann", "x", time.Minute, "n2")))
+	require.Equal(t, stock.Level{Item: "b", Available: 1, Held: 1}, level(t, s, "b"))
+
+	require.Zero(t, runUndo(t, s, "b", "x", "n2"), "a call undoes only what it made")
+	require.Equal(t, stock.Level{Item: "b", Available: 1, Held: 1}, level(t, s, "b"))
+	require.Equal(t, int64(1), runUndo(t, s, "b", "x", "n1"))
+	require.Zero(t, runUndo(t, s, "b", "x", "n1"), "a retried undo changes nothing")
+	require.Equal(t, stock.Level{Item: "b", Available: 2}, level(t, s, "b"))
+	checkItem(t, s, client, "b")
+	// ann's count went back too: her limit lets her reserve again.
+	reserve(t, s, "b", "ann", "x2", 1, time.Minute)
+
+	// A hold that expired before its undo: the units are already back,
+	// the undo only removes the record.
+	require.Equal(t, int64(stOK), runReserve(t, s, "b", "bob", "y", 20*time.Millisecond, "n3")[0])
+	require.Eventually(t, func() bool {
+		return level(t, s, "b") == stock.Level{Item: "b", Available: 1, Held: 1}
+	}, 10*time.Second, 5*time.Millisecond)
+	require.Equal(t, int64(1), runUndo(t, s, "b", "y", "n3"))
+	require.Equal(t, stock.Level{Item: "b", Available: 1, Held: 1}, level(t, s, "b"))
+	checkItem(t, s, client, "b")
+}
+
+// TestUnboundReservation covers the halves of a Reserve running apart,
+// as they can in Redis Cluster, where the pointer and the item are on
+// different nodes, or when the client dies between the reply and the
+// undo: a reservation that no pointer leads to is never lost for longer
+// than its hold, and a retry with its ID finds it.
+func TestUnboundReservation(t *testing.T) {
+	t.Parallel()
+	s, client := newStore(t)
+	ctx := t.Context()
+	define(t, s, "a", stock.ItemConfig{}, 1)
+	define(t, s, "b", stock.ItemConfig{}, 1)
+
+	// The script ran and the pointer write failed: the retry binds the ID
+	// and returns the same reservation, taking nothing more.
+	v := runReserve(t, s, "b", "ann", "x", time.Minute, "n1")
+	_, err := s.Get(ctx, "x")
+	require.ErrorIs(t, err, stock.ErrNotFound)
+	r := reserve(t, s, "b", "ann", "x", 1, time.Minute)
+	want, err := reserved(stock.ReserveRequest{Item: "b", Holder: "ann", ID: "x", Quantity: 1}, v)
+	require.NoError(t, err)
+	require.Equal(t, want, r)
+	require.Equal(t, stock.Level{Item: "b", Held: 1}, level(t, s, "b"))
+
+	// The pointer names a; the script ran in a as well as in b, and the
+	// caller died before its undo: b's hold cannot be reached, and its
+	// unit comes back when it expires.
+	require.NoError(t, s.Release(ctx, "x"))
+	reserve(t, s, "a", "bob", "y", 1, time.Minute)
+	require.Equal(t, int64(stOK), runReserve(t, s, "b", "bob", "y", 2*time.Second, "n2")[0])
+	require.Equal(t, stock.Level{Item: "b", Available: 0, Held: 1}, level(t, s, "b"))
+	require.Eventually(t, func() bool {
+		return level(t, s, "b") == stock.Level{Item: "b", Available: 1}
+	}, 10*time.Second, 5*time.Millisecond)
+	got, err := s.Get(ctx, "y")
+	require.NoError(t, err)
+	require.Equal(t, stock.Reservation{ID: "y", Item: "a", Holder: "bob", Quantity: 1, State: stock.Held,
+		ExpiresAt: got.ExpiresAt}, got)
+	checkItem(t, s, client, "a")
+	checkItem(t, s, client, "b")
 }
 
 // TestRetriedCalls runs Restock and LoadCodes scripts twice with one
