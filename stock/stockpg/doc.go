@@ -4,11 +4,12 @@
 //
 // # Guarantees
 //
-// Every method is one SQL statement at READ COMMITTED (Reserve may run a
-// few, each complete in itself: see Sharded mode), so each step is atomic
-// and durable once it returns: a committed reservation, its
+// Every method is one SQL statement at READ COMMITTED, so each step is
+// atomic and durable once it returns: a committed reservation, its
 // confirmation and its codes survive a crash of the client or of the
-// server (as far as the server's own durability settings go).
+// server (as far as the server's own durability settings go). Reserve's
+// statement serves a batch of concurrent Reserves (see Group commit); a
+// sharded store may pass a request on to a second one (see Sharded mode).
 //
 //   - No unit is granted twice and none is lost. Every unit an item ever
 //     got is in exactly one place, a shard row's free count, a hold or a
@@ -16,20 +17,21 @@
 //     those places in one step. Decisions are taken on rows the statement
 //     has locked, which PostgreSQL re-reads at their newest version after
 //     waiting for a concurrent writer, never on a stale snapshot: a
-//     reservation takes units only from a shard row whose count, locked,
-//     still covers them.
+//     reservation takes units only from shard rows whose counts, locked,
+//     still cover them.
 //   - No serialization failures and no retries: nothing runs at
 //     SERIALIZABLE, and the statements take their row locks in one order
-//     (shard rows, then reservations, then the holder's row), so no two of
-//     them deadlock. (A caller's transaction that runs several, like any
-//     transaction that locks rows, can.)
+//     (shard rows, then reservations, then holder rows, then the keys of
+//     new reservations, several of a kind always in one order), so no two
+//     of them deadlock. (A caller's transaction that runs several, like
+//     any transaction that locks rows, can.)
 //   - A Reserve retried with the same ID answers the same reservation and
-//     takes nothing more. A retry that races the first attempt waits for
-//     it (on the item's shard or on the reservations' primary key); its
-//     statement then fails as a whole, taking nothing, and the reservation
-//     that won is read and answered.
+//     takes nothing more, whether the first attempt committed long ago,
+//     is in the same batch, or races it from another process: a batch
+//     whose insert of an ID waits for a concurrent one that commits
+//     decides again, with that request answered as a retry.
 //   - The per-holder limit is checked in the same statement that takes
-//     the units, on a per-(item, holder) row the statement locks.
+//     the units, on per-(item, holder) rows the statement locks.
 //   - A hold whose time has passed on the database's clock is expired,
 //     swept or not: Get reports it expired, Confirm refuses it with
 //     [stock.ErrExpired], Level counts its units as available, and the
@@ -37,42 +39,80 @@
 //     grants them again. If the process that took a hold dies before
 //     confirming it, nothing needs to run for the units to come back.
 //   - Disable takes effect for every Reserve that starts after it
-//     returns: Reserve reads the item's row in the same statement.
+//     returns: a batch reads the item's row after its statement starts,
+//     and every request in it was made before.
 //
-// A call whose context is cancelled while its statement runs may or may
-// not have taken effect; retried with the same reservation ID, Reserve
-// finds out which. Sweep skips shards that other statements hold at that
-// moment, so it may report fewer expired holds than are due; their units
-// are counted as available anyway. In a rare race the per-holder limit
-// errs on the safe side: a holder whose expired hold is being swept at
-// that very moment may be refused with [stock.ErrHolderLimit] once.
+// A Reserve whose context is done before its batch starts returns the
+// context's error and takes nothing. One whose context is done while its
+// batch runs returns the error too, but may or may not have taken effect;
+// retried with the same reservation ID, Reserve finds out which. Sweep
+// skips shards that other statements hold at that moment, so it may
+// report fewer expired holds than are due; their units are counted as
+// available anyway. In a rare race the per-holder limit errs on the safe
+// side: a holder whose expired hold is being swept at that very moment
+// may be refused with [stock.ErrHolderLimit] once.
+//
+// # Group commit
+//
+// An item's row of free units is locked by each statement that takes
+// units, until its transaction has committed, WAL flush included: one
+// reservation per transaction would cap a hot item at one commit at a
+// time. So a Store groups concurrent Reserves of one item: a Reserve
+// joins the item's pending list and, if no batch of the item is under
+// way, starts one. A batch takes every request pending (up to 1,000) and
+// runs them in one call of a function, <prefix>_reserve_batch, that
+// [Migrate] creates: one round trip, one transaction, one commit, the
+// item's shards locked once. Requests that arrive meanwhile wait for it
+// and go together in the next batch. Under load each batch carries many
+// requests; when idle, a Reserve costs one round trip. The reservations
+// of one batch share their created_at. A Store runs goroutines only while
+// requests are pending, and needs no Close.
+//
+// The function takes the requests in order, and answers each exactly as a
+// Reserve alone would have in that order: a second request with an ID
+// already in the batch is a retry of the first (or [stock.ErrConflict]),
+// and one with an ID the batch refused is tried again; the holder limit
+// counts the units granted to earlier requests of the batch; units run out
+// in order (in a sharded store, requests passed on to an exact batch come
+// after those their shard served). A batch's statement runs on a context of its own, without the
+// callers' values or deadlines, and is cancelled only when every caller in
+// it has given up.
+//
+// In a caller's transaction (a pgx.Tx as the DBTX), Reserves are not
+// grouped: a transaction cannot be shared with other callers, so each
+// Reserve runs alone, as a batch of one, in that transaction.
 //
 // # Sharded mode
 //
-// In an unsharded store (the default) an item's free units are one row
-// that every Reserve of the item locks in turn, which caps a hot item at
-// one reservation per statement time. With [Options.Shards] N > 1 they
-// are split over N rows, and Reserve tries them in this order:
+// With [Options.Shards] N > 1 an item's free units are split over N rows.
+// A sharded store's batch locks one shard: one that no one else holds,
+// with units for its smallest request if possible (FOR UPDATE SKIP
+// LOCKED), or, if every shard is held, the one it would have preferred,
+// once it is free. It serves from that shard the requests it can; a
+// request for which the shard is short while a snapshot says that the
+// item as a whole may have enough is passed on to the item's exact batch,
+// which locks every shard in order and decides on their total, taking
+// units from several shards if need be and spreading what is left evenly
+// again. An unsharded store's batches are exact.
 //
-//  1. a random shard with enough units that no one else holds (FOR UPDATE
-//     SKIP LOCKED);
-//  2. if all were busy, it waits for one shard that had enough units, and
-//     takes it if it still has;
-//  3. if none has enough on its own (the last units are spread thin, or
-//     the request is larger than any one shard), it locks every shard in
-//     order and decides on their total, taking units from several shards
-//     if need be and spreading what is left evenly again.
+// One Store runs one batch of an item at a time, as long as it can take
+// every pending request; a sharded store starts more, each on a shard of
+// its own, while a full batch is waiting. Batches of different processes
+// on one item lock different shards, and commit in parallel; an
+// unsharded item's batches queue on its one row. Within one process,
+// group commit already spreads a commit over many reservations, so
+// sharding adds little there: it pays off with many processes, or with
+// batches too large for one.
 //
-// Sold out is answered only by step 3, on every shard locked, or by a
-// snapshot read whose total of free units (and expired holds) is short,
-// so a shard skipped while locked never makes an item look sold out. The
-// costs: the last units of an item are reserved one statement at a time
-// again, through step 3; Level and the snapshot check read N rows; and a
-// Restock locks all N. The item's row (disabled, limit) is only read, and
-// a holder's row is locked only by Reserves of the same holder, so
-// neither is contended. A hold gives its units back to the shard it was
-// taken from, or to whichever shard the statement that expires it holds:
-// units are interchangeable, and Restock and step 3 even the shards out.
+// Sold out is answered only by the exact batch, on every shard locked, or
+// by a snapshot read whose total of free units (and expired holds) is
+// short, so a shard skipped while locked never makes an item look sold
+// out. The costs: the last units of an item are reserved through exact
+// batches again; Level and the snapshot check read N rows; and a Restock
+// locks all N. The item's row (disabled, limit) is only read. A hold
+// gives its units back to the shard it was taken from, or to whichever
+// shard the statement that expires it holds: units are interchangeable,
+// and Restock and exact batches even the shards out.
 //
 // # Code pools
 //
@@ -86,15 +126,18 @@
 // The DBTX is normally a *pgxpool.Pool, and each statement is a
 // transaction of its own. A pgx.Tx makes the store's statements part of
 // the caller's transaction: what they do commits or rolls back with it,
-// and the rows they lock (an item's shard, a holder) stay locked until
+// and the rows they lock (an item's shards, holders) stay locked until
 // then, so keep such transactions short. The transaction must run at
-// READ COMMITTED. Reserve then runs each statement under a savepoint, so
-// that a concurrent duplicate does not abort the caller's transaction.
+// READ COMMITTED. Reserve then runs alone, without group commit; a
+// sharded store's first try, on one shard, runs under a savepoint that is
+// rolled back if the exact step must follow, so that it does not wait for
+// every shard while holding one.
 //
 // # Schema
 //
 // [Migrate] creates, if they do not exist, these tables (named after
-// [Options.Prefix], default [DefaultPrefix]) and their indexes:
+// [Options.Prefix], default [DefaultPrefix]) and their indexes, and
+// creates or replaces the function <prefix>_reserve_batch:
 //
 //	<prefix>_items         item, codes, holder_limit, disabled, reason
 //	<prefix>_shards        item, shard, available (free units), added (units ever added)
@@ -108,7 +151,8 @@
 // set; Reserve clears the flag of the holder's released and expired
 // reservations, and takes their units off the row, in the statement that
 // checks the limit, so Release and Sweep never touch holder rows.
-// [Schema] returns the same SQL for migration tools.
+// [Schema] returns the same SQL for migration tools; run it again after
+// upgrading this package, so that the function is the one it calls.
 //
 // Every deadline is computed on the database's clock
 // (statement_timestamp()), never the client's, so processes with skewed

@@ -15,212 +15,28 @@ import "strings"
 //     longer held is never wrong;
 //   - locks are taken in one order: shard rows first (several only in
 //     ascending shard order, or with SKIP LOCKED), then reservation rows,
-//     then the holder row, then (Reserve's insert) the new reservation's
-//     key. Shard rows are waited for only by statements that hold no
-//     other shard, or hold lower ones; reservation rows are locked with
-//     SKIP LOCKED, except by Release and Confirm, which wait for one
-//     hold; whoever holds it (Confirm, Sweep, or a Reserve that took it
-//     with SKIP LOCKED) never waits for a shard afterwards. So no cycle of
-//     waits can form among the statements.
+//     then holder rows (several in one order, the bytes of the holder),
+//     then (Reserve's inserts) the new reservations' keys (several in the
+//     byte order of their IDs). Shard rows are waited for only by
+//     statements that hold no other shard, or hold lower ones;
+//     reservation rows are locked with SKIP LOCKED, except by Release and
+//     Confirm, which wait for one hold; whoever holds it (Confirm, Sweep,
+//     or a Reserve that took it with SKIP LOCKED) never waits for a shard
+//     afterwards. So no cycle of waits can form among the statements.
+//
+// Reserve is the reserve_batch function of stock.sql, called by the
+// statement below with a batch of requests.
 //
 // Every deadline is computed from statement_timestamp(): the database's
 // clock, the same for every client, moving from statement to statement
 // inside a caller's transaction too.
 type queries struct {
-	reserveSkip, reserveWait, reserveAll string
+	reserveBatch string
 
 	confirm, release, get, sweep string
 
 	define, restock, loadCodes, setDisabled, level string
-
-	reservationsKey string // the primary key constraint's name
 }
-
-// Reserve's statement comes in three variants that differ only in which
-// shard rows it locks, {lock} below.
-const (
-	// lockSkip takes one shard with enough units that no one else holds,
-	// the requested one first.
-	lockSkip = `
-    SELECT shard, available FROM {shards}
-    WHERE item = $1::text AND available >= $4::bigint AND EXISTS (SELECT FROM gate)
-    ORDER BY shard = $6::int DESC, random()
-    LIMIT 1
-    FOR NO KEY UPDATE SKIP LOCKED`
-
-	// lockWait waits for one shard that had enough units in the
-	// snapshot, and keeps it only if it still has them. It locks at most
-	// that one row: a list of rows in random order locked one after the
-	// other could deadlock with another such list.
-	lockWait = `
-    SELECT shard, available FROM {shards}
-    WHERE item = $1::text AND available >= $4::bigint AND EXISTS (SELECT FROM gate)
-      AND shard = (SELECT shard FROM {shards}
-                   WHERE item = $1::text AND available >= $4::bigint
-                   ORDER BY shard = $6::int DESC, random()
-                   LIMIT 1)
-    FOR NO KEY UPDATE`
-
-	// lockAll waits for every shard of the item, in ascending order: the
-	// exact answer, used by unsharded stores and when no single shard has
-	// enough units.
-	lockAll = `
-    SELECT shard, available FROM {shards}
-    WHERE item = $1::text AND EXISTS (SELECT FROM gate)
-    ORDER BY shard
-    FOR NO KEY UPDATE`
-)
-
-// reserveSQL is Reserve's statement. Parameters: $1 item, $2 holder, $3
-// reservation ID, $4 quantity, $5 hold in microseconds, $6 preferred
-// shard (also the offset that spreads remainders), $7 how many expired
-// holds of other holders to take back at most.
-//
-// It answers one row (see reserveRow) and changes nothing unless the item
-// is known and enabled, the ID is new and a snapshot read says that the
-// holder is within the limit and that enough units are free. Then, with
-// the shard rows of {lock} held:
-//
-//  1. recl expires held rows whose time has passed: the holder's own (any
-//     shard) and up to $7 others in the locked shards. Their units go
-//     back to the locked shards, units being interchangeable; the
-//     holder's own are no longer counted in the holder row.
-//  2. recon stops counting the holder's released and expired rows.
-//  3. hold updates the holder row once: it subtracts what 1 and 2
-//     stopped counting and, if the locked shards have enough units and
-//     the limit allows, adds the request's units and records its ID in
-//     last_id, which is how the statement learns that it granted them.
-//  4. ins inserts the reservation. A concurrent Reserve with the same ID
-//     that committed after this statement's snapshot makes it fail with
-//     a unique violation, which rolls every step back; the caller then
-//     reads the winner.
-//  5. upd writes the locked shards once: their units, plus what 1 took
-//     back, minus what 4 took, spread evenly over them.
-const reserveSQL = `
-WITH
-prior AS (
-    SELECT item, holder, quantity, state, expires_at, codes, expires_at <= {ts} AS due
-    FROM {res} WHERE id = $3::text
-),
-it AS (
-    SELECT holder_limit, disabled, reason FROM {items} WHERE item = $1::text
-),
-snap AS (
-    SELECT (coalesce((SELECT sum(available) FROM {shards} WHERE item = $1::text), 0)
-          + coalesce((SELECT sum(quantity) FROM {res}
-                      WHERE item = $1::text AND state = 'held' AND expires_at <= {ts}), 0))::bigint AS total,
-           coalesce((SELECT sum(quantity) FROM {res}
-                     WHERE item = $1::text AND holder = $2::text AND counted
-                       AND (state = 'confirmed' OR (state = 'held' AND expires_at > {ts}))), 0)::bigint AS mine
-),
-gate AS (
-    SELECT it.holder_limit FROM it, snap
-    WHERE NOT it.disabled
-      AND NOT EXISTS (SELECT FROM prior)
-      AND snap.total >= $4::bigint
-      AND (it.holder_limit = 0 OR snap.mine + $4::bigint <= it.holder_limit)
-),
-sh AS MATERIALIZED ({lock}
-),
-due_mine AS MATERIALIZED (
-    SELECT id FROM {res}
-    WHERE item = $1::text AND holder = $2::text AND counted AND state = 'held' AND expires_at <= {ts}
-      AND EXISTS (SELECT FROM sh)
-    FOR NO KEY UPDATE SKIP LOCKED
-),
-due_other AS MATERIALIZED (
-    SELECT id FROM {res}
-    WHERE item = $1::text AND state = 'held' AND expires_at <= {ts} AND holder <> $2::text
-      AND shard IN (SELECT shard FROM sh)
-    ORDER BY expires_at
-    LIMIT $7::int
-    FOR NO KEY UPDATE SKIP LOCKED
-),
-recl AS (
-    UPDATE {res} r
-    SET state = 'expired', ended_at = {ts}, counted = (r.holder <> $2::text)
-    WHERE r.id IN (SELECT id FROM due_mine UNION ALL SELECT id FROM due_other)
-      AND r.state = 'held' AND r.expires_at <= {ts}
-    RETURNING r.holder, r.quantity
-),
-recon AS (
-    UPDATE {res} r
-    SET counted = false
-    WHERE r.id IN (SELECT id FROM {res}
-                   WHERE item = $1::text AND holder = $2::text AND counted
-                     AND state IN ('released', 'expired')
-                     AND EXISTS (SELECT FROM sh)
-                   FOR NO KEY UPDATE SKIP LOCKED)
-      AND r.counted AND r.state IN ('released', 'expired')
-    RETURNING r.quantity
-),
-tally AS (
-    SELECT coalesce(sum(quantity), 0)::bigint AS units,
-           (coalesce(sum(quantity) FILTER (WHERE holder = $2::text), 0)
-            + (SELECT coalesce(sum(quantity), 0) FROM recon))::bigint AS mine
-    FROM recl
-),
-stock AS (
-    SELECT (coalesce(sum(available), 0) + (SELECT units FROM tally))::bigint AS total,
-           count(*) AS shards
-    FROM sh
-),
-hold AS (
-    INSERT INTO {holders} AS h (item, holder, units, last_id)
-    SELECT $1::text, $2::text,
-           CASE WHEN x.ok THEN $4::bigint ELSE 0 END,
-           CASE WHEN x.ok THEN $3::text ELSE '' END
-    FROM (SELECT st.total >= $4::bigint AND (g.holder_limit = 0 OR $4::bigint <= g.holder_limit) AS ok,
-                 st.total >= $4::bigint AS stock_ok,
-                 g.holder_limit
-          FROM gate g, stock st
-          WHERE st.shards > 0) x
-    WHERE x.stock_ok OR x.holder_limit > 0 OR (SELECT mine FROM tally) > 0
-    ON CONFLICT (item, holder) DO UPDATE
-    SET units = h.units - (SELECT mine FROM tally)
-              + CASE WHEN {grant} THEN $4::bigint ELSE 0 END,
-        last_id = CASE WHEN {grant} THEN $3::text ELSE h.last_id END
-    RETURNING h.units, h.last_id = $3::text AS granted
-),
-ins AS (
-    INSERT INTO {res} (id, item, holder, quantity, state, shard, counted, expires_at, created_at)
-    SELECT $3::text, $1::text, $2::text, $4::bigint, 'held',
-           (SELECT shard FROM sh ORDER BY shard = $6::int DESC, shard LIMIT 1),
-           true, {ts} + $5::bigint * interval '1 microsecond', {ts}
-    FROM hold
-    WHERE hold.granted
-    RETURNING expires_at
-),
-upd AS (
-    UPDATE {shards} s
-    SET available = v.available
-    FROM (SELECT r.shard,
-                 b.total / b.n + CASE WHEN (r.rank + $6::int) % b.n < b.total % b.n THEN 1 ELSE 0 END AS available
-          FROM (SELECT shard, row_number() OVER (ORDER BY shard) - 1 AS rank FROM sh) r,
-               (SELECT st.total - CASE WHEN EXISTS (SELECT FROM ins) THEN $4::bigint ELSE 0 END AS total,
-                       st.shards AS n
-                FROM stock st
-                WHERE st.shards > 0) b
-          WHERE EXISTS (SELECT FROM ins) OR (SELECT units FROM tally) > 0 OR b.n > 1) v
-    WHERE s.item = $1::text AND s.shard = v.shard
-)
-SELECT p.item, p.holder, p.quantity, p.state, p.expires_at, p.codes, p.due,
-       it.holder_limit, it.disabled, it.reason,
-       snap.total, snap.mine,
-       (SELECT shards FROM stock), (SELECT total FROM stock),
-       (SELECT count(*) FROM due_other) >= $7::int,
-       (SELECT units FROM hold), coalesce((SELECT granted FROM hold), false),
-       (SELECT expires_at FROM ins)
-FROM snap
-LEFT JOIN prior p ON true
-LEFT JOIN it ON true`
-
-// grantSQL is the holder row's condition for adding the request's units:
-// enough units in the locked shards, and the limit, on the newest version
-// of the holder row, less what this statement stopped counting.
-const grantSQL = `((SELECT total FROM stock) >= $4::bigint
-          AND ((SELECT holder_limit FROM gate) = 0
-               OR h.units - (SELECT mine FROM tally) + $4::bigint <= (SELECT holder_limit FROM gate)))`
 
 func newQueries(p prefix) queries {
 	r := strings.NewReplacer(
@@ -229,17 +45,15 @@ func newQueries(p prefix) queries {
 		"{res}", p.table(reservationsSuffix),
 		"{holders}", p.table(holdersSuffix),
 		"{codes}", p.table(codesSuffix),
+		"{reserve_batch}", p.table(reserveBatchSuffix),
 		"{ts}", "statement_timestamp()",
 	)
-	reserve := func(lock string) string {
-		s := strings.Replace(reserveSQL, "{lock}", lock, 1)
-		s = strings.ReplaceAll(s, "{grant}", grantSQL)
-		return r.Replace(s)
-	}
 	return queries{
-		reserveSkip: reserve(lockSkip),
-		reserveWait: reserve(lockWait),
-		reserveAll:  reserve(lockAll),
+		// See the function in stock.sql and batch.go.
+		reserveBatch: r.Replace(`
+SELECT o_outcome, o_item, o_holder, o_quantity, o_state, o_expires_at, o_codes, o_due, o_available, o_reason
+FROM {reserve_batch}($1::text, $2::integer, $3::text[], $4::integer[], $5::text[], $6::integer[],
+                     $7::integer[], $8::bigint[], $9::integer)`),
 
 		// The reservation is locked first (its newest state decides),
 		// then as many free codes as it has units, skipping codes that
@@ -436,7 +250,5 @@ LEFT JOIN LATERAL (
     FROM {res} WHERE item = $1::text AND state = 'held'
 ) h ON true
 WHERE i.item = $1::text`),
-
-		reservationsKey: p.name + reservationsKeySuffix,
 	}
 }

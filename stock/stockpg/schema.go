@@ -50,6 +50,9 @@ const (
 	holderIndexSuffix = "_reservations_holder_idx"
 	freeIndexSuffix   = "_codes_free_idx"
 
+	// Reserve's group commit.
+	reserveBatchSuffix = "_reserve_batch"
+
 	// Named by PostgreSQL: the primary key of the reservations (whose
 	// violation Reserve recognises) and the codes' identity sequence.
 	reservationsKeySuffix = "_reservations_pkey"
@@ -58,7 +61,7 @@ const (
 
 // longestSuffix is the longest name derived from the prefix.
 var longestSuffix = max(len(heldIndexSuffix), len(dueIndexSuffix), len(holderIndexSuffix),
-	len(freeIndexSuffix), len(reservationsKeySuffix), len(codesSeqSuffix))
+	len(freeIndexSuffix), len(reservationsKeySuffix), len(codesSeqSuffix), len(reserveBatchSuffix))
 
 // prefix is a validated table prefix, "prefix" or "schema.prefix".
 type prefix struct {
@@ -118,6 +121,7 @@ func schemaSQL(p prefix) string {
 		"DueIndex":     p.local(dueIndexSuffix),
 		"HolderIndex":  p.local(holderIndexSuffix),
 		"FreeIndex":    p.local(freeIndexSuffix),
+		"ReserveBatch": p.table(reserveBatchSuffix),
 	})
 	if err != nil {
 		// The template is embedded and its data are plain strings: a
@@ -138,7 +142,7 @@ func Schema(opts Options) (string, error) {
 }
 
 // Migrate creates the store's tables and indexes, if they do not exist
-// yet. It is safe to run at every start, by many processes at once: the
+// yet, and (re)creates the function that makes a batch of reservations. It is safe to run at every start, by many processes at once: the
 // statements run as one transaction under an advisory lock. A schema named
 // in [Options.Prefix] must exist.
 func Migrate(ctx context.Context, db DBTX, opts Options) error {

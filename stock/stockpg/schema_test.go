@@ -55,6 +55,7 @@ func TestSchema(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, sql, `"shop"."promo_reservations"`)
 	require.Contains(t, sql, `CREATE INDEX IF NOT EXISTS "promo_reservations_held_idx" ON "shop"."promo_reservations"`)
+	require.Contains(t, sql, `CREATE OR REPLACE FUNCTION "shop"."promo_reserve_batch"(`)
 }
 
 func TestMigrateTwice(t *testing.T) {

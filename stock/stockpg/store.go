@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/idemq/idemq/stock"
 )
@@ -32,7 +31,8 @@ type Options struct {
 	Prefix string
 
 	// Shards splits each item's free units across this many rows, so
-	// that concurrent reservations of one hot item lock different rows
+	// that concurrent batches of reservations of one hot item, from
+	// several processes or too many for one batch, lock different rows
 	// instead of queueing on one. 0 or 1 keeps one row per item
 	// (unsharded); at most [MaxShards]. See the package documentation
 	// for the trade-offs. Items get their shards at Define; stores with
@@ -67,6 +67,7 @@ type Store struct {
 	db     DBTX
 	shards int
 	q      queries
+	batch  batcher // Reserve's group commit, unless db is a pgx.Tx
 }
 
 var _ stock.Store = (*Store)(nil)
@@ -77,7 +78,9 @@ var _ stock.Store = (*Store)(nil)
 //
 // db is normally a *pgxpool.Pool. A pgx.Tx makes every call part of the
 // caller's transaction, which must run at READ COMMITTED (the default);
-// the rows a call locks then stay locked until the caller commits.
+// the rows a call locks then stay locked until the caller commits, and
+// Reserve runs alone rather than grouped with other callers' (see the
+// package documentation).
 func New(db DBTX, opts Options) (*Store, error) {
 	if db == nil {
 		return nil, errors.New("stockpg: nil DBTX")
@@ -327,11 +330,4 @@ func (s *Store) Sweep(ctx context.Context, limit int) (int, error) {
 		return 0, fmt.Errorf("stockpg: sweep: %w", err)
 	}
 	return int(n), nil
-}
-
-// isUniqueViolation reports whether err is a violation of the constraint
-// named constraint.
-func isUniqueViolation(err error, constraint string) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == constraint
 }
