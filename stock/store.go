@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -158,10 +159,11 @@ type ReservationError struct {
 
 // Error names the item and why the reservation was refused.
 func (e *ReservationError) Error() string {
+	why := strings.TrimPrefix(e.Err.Error(), "stock: ")
 	if e.Reason != "" {
-		return fmt.Sprintf("stock: %s: %v (%s)", e.Item, e.Err, e.Reason)
+		return fmt.Sprintf("stock: %s: %s (%s)", e.Item, why, e.Reason)
 	}
-	return fmt.Sprintf("stock: %s: %v", e.Item, e.Err)
+	return fmt.Sprintf("stock: %s: %s", e.Item, why)
 }
 
 // Unwrap returns the sentinel: ErrSoldOut, ErrDisabled or ErrHolderLimit.
