@@ -32,13 +32,24 @@
 // # Reserve in one round trip
 //
 // Reserve sends the pointer's SET NX GET and the reservation script in
-// one pipeline. When the pointer names another item, the script has run
-// all the same: Reserve then undoes what it made, found by a nonce of the
+// one pipeline. Concurrent Reserves of one item share that round trip
+// (group commit): each item has at most one pipeline in flight, Reserves
+// that arrive meanwhile queue, and the next pipeline carries up to 128 of
+// them, the pointer of each ID and one script that makes their
+// reservations in order, each with exactly the checks and the answer it
+// would get alone (a later one sees the units, holder counts and IDs the
+// earlier ones took). An item reserved by one caller at a time costs a
+// round trip per call; a hot item spreads a round trip and a script over
+// every call waiting, and no call waits for a timer. A Reserve whose
+// context ends before its pipeline is sent is dropped from the queue.
+//
+// When the pointer names another item, the script has run for that ID all
+// the same: its Reserve then undoes what it made, found by a nonce of the
 // call that the script records, in a second round trip, and fails with
-// [stock.ErrConflict]. On one connection to one server the SET runs
-// first. In Redis Cluster the two keys are in different slots, so the
-// two commands may go to different nodes, and neither order nor both
-// running is assured. Whatever happens, these hold:
+// [stock.ErrConflict]. On one connection to one server the SETs run
+// first. In Redis Cluster the pointers and the item are in different
+// slots, so the commands may go to different nodes, and neither order nor
+// all of them running is assured. Whatever happens, these hold:
 //
 //   - Every reservation is an ordinary hold in its item: if nothing
 //     reaches it, it expires when its hold ends and its units go back.
@@ -73,8 +84,8 @@
 // A hold's expiry is a predicate on the Redis server's clock (TIME inside
 // the scripts, in whole milliseconds, holds rounded up): a hold whose time
 // has passed cannot be confirmed ([stock.ErrExpired]) and reads as expired,
-// swept or not. Once the earliest hold of an item is due, each Reserve of
-// the item first expires up to 100 due holds, and, before it would refuse,
+// swept or not. Once the earliest hold of an item is due, each batch of
+// Reserves of the item first expires up to 100 due holds, and, before it would refuse,
 // as many more as it takes to be sure the refusal does not count a hold
 // that has run out; Level expires all of the item's due holds before it
 // reads. Each hold is expired once, so that work is paid for by the holds
@@ -89,7 +100,8 @@
 // # Retried calls
 //
 // go-redis retries a command whose reply was lost, so a script may run
-// twice for one call. Reserve (by its ID), Confirm, Release, Define,
+// twice for one call. Reserve (by its ID; a batch retried gives each call
+// the reservation it made), Confirm, Release, Define,
 // Disable and Enable do the same thing when run twice. Restock and each
 // batch of LoadCodes leave a receipt in the item's slot for one minute,
 // so that their retry adds nothing more (and LoadCodes reports what the

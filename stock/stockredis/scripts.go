@@ -147,65 +147,72 @@ local function reservation(rk)
 end
 `
 
-// sweepBatch is how many due holds a Reserve expires before it looks at
-// the item, so that an item someone reserves stays swept without Sweep.
+// sweepBatch is how many due holds a batch of Reserves expires before it
+// looks at the item, so that an item someone reserves stays swept without
+// Sweep.
 const sweepBatch = 100
 
-// reserveScript: luaItem's keys and ARGV[1], KEYS[4] the reservation;
-// ARGV[2] ID, ARGV[3] holder, ARGV[4] quantity, ARGV[5] hold in ms,
-// ARGV[6] how many due holds to expire first, ARGV[7] the call's nonce.
-// Replies {stOK, exp} for a reservation it made (the rest is the
-// request's), a reservation it found, {stConflict}, {stUnknownItem}, or
-// {refusal, available, reason}.
+// reserveBatchScript: luaItem's keys and ARGV[1]; ARGV[2] how many due
+// holds to expire first; then five arguments per request, in order: ID,
+// holder, quantity, hold in ms, the call's nonce. It makes the requests
+// one after another, each exactly as if it ran alone at the same instant,
+// and replies one reply per request: {stOK, exp} for a reservation it
+// made (the rest is the request's), a reservation it found, {stConflict},
+// {stUnknownItem}, or {refusal, available, reason}. A later request sees
+// what the earlier ones did: an ID reserved earlier in the batch is found
+// (or is a conflict), and units and holders' counts are taken in order.
 //
 // A new reservation records the nonce of the call that made it, so that
 // the call, and only it, can undo it with undoReserveScript if the ID
-// turns out to be bound to another item. A retried call (same nonce)
-// finds its own reservation, so the undo works after a retry too.
+// turns out to be bound to another item. A retried script (same nonces)
+// finds every reservation it made, so the undo works after a retry too.
 //
 // A refusal must not count a hold whose time has come, swept or not: past
-// the first ARGV[6], due holds are expired for as long as the answer
-// would otherwise be a refusal. Each hold is expired once, so the work is
-// paid for by the holds that caused it.
+// the first ARGV[2] (expired once per batch), due holds are expired for
+// as long as the answer would otherwise be a refusal. Each hold is
+// expired once, so the work is paid for by the holds that caused it.
 //
-// The common case (a new ID, no hold due yet, units left, no holder
-// limit) is seven commands, none of which costs more than O(log n) in the
-// holds of the item: TIME, a read of the reservation and one of the item,
-// and four writes. The item's due field spares a look at the holds, the
-// counters are read once and written back with one HSET, and the reply
-// is only the expiry. Numbers go to Redis formatted with %d: passed as
-// Lua numbers, Redis would format each with %.17g, which costs several
+// The item's counters are read once and kept in locals while requests
+// are granted, and written back with one HSET, and the new holds added
+// with one ZADD, at the end, or before anything that expires a hold
+// (expire changes the counters in the item itself, and reread picks them
+// up). No hold made in the batch can be due within it (every hold is at
+// least 1 ms past now), so the holds set need not list them until then.
+// The common case (a new ID, no hold due, units left, no holder limit)
+// is three commands per request: a read of the reservation, its write,
+// and the holder's count. Numbers go to Redis formatted with %d: passed
+// as Lua numbers, Redis would format each with %.17g, which costs several
 // times more. No path scans the holds or the holders: due holds are found
 // with ZRANGE BYSCORE LIMIT, and each is expired once.
-var reserveScript = redis.NewScript(luaItem + luaReservation + `
-local rk, id, holder, qty = KEYS[4], ARGV[2], ARGV[3], tonumber(ARGV[4])
-if redis.call('EXISTS', rk) == 1 then
-  local r = redis.call('HMGET', rk, 'holder', 'qty', 'state', 'exp')
-  if r[1] ~= holder or num(r[2]) ~= qty then
-    return {-3}
-  end
-  if r[3] == 'held' and num(r[4]) <= now then
-    expire(id)
-  end
-  return reservation(rk)
-end
+var reserveBatchScript = redis.NewScript(luaItem + luaReservation + `
 local it = redis.call('HMGET', item, 'disabled', 'reason', 'holder_limit', 'available', 'held', 'due')
-if not it[1] then
-  return {-1}
-end
 local avail, held, due = num(it[4]), num(it[5]), num(it[6])
+local limit = num(it[3])
+-- dirty: avail, held and due have changes the item does not have yet,
+-- and adds the holds the holds set does not list yet.
+local dirty, adds = false, {}
+local function sync()
+  if not dirty then
+    return
+  end
+  redis.call('HSET', item, 'available', string.format('%d', avail),
+    'held', string.format('%d', held), 'due', string.format('%d', due))
+  redis.call('ZADD', holds, unpack(adds))
+  dirty, adds = false, {}
+end
 local function reread()
   local c = redis.call('HMGET', item, 'available', 'held')
   avail, held = num(c[1]), num(c[2])
 end
 -- Before due, no hold is due and the holds need no look. After it, due
 -- becomes the earliest expiry of the holds left once the due ones are
--- expired (nil for none), or, if more were due than ARGV[6], the earliest
--- expiry before any was: either is a lower bound.
-if due <= now then
+-- expired (nil for none), or, if more were due than ARGV[2], the earliest
+-- expiry before any was: either is a lower bound. This runs before any
+-- request, so nothing is dirty.
+if it[1] and due <= now then
   local first = redis.call('ZRANGE', holds, 0, 0, 'WITHSCORES')
   if first[2] and tonumber(first[2]) <= now then
-    local max = tonumber(ARGV[6])
+    local max = tonumber(ARGV[2])
     local n = expireDue(max)
     if n > 0 then
       reread()
@@ -216,47 +223,73 @@ if due <= now then
   end
   due = tonumber(first[2])
 end
-if it[1] == '1' then
-  return {-4, avail, it[2] or ''}
-end
-local limit = num(it[3])
-if limit > 0 then
-  local function mine()
-    return num(redis.call('HGET', holders, holder))
-  end
-  if mine() + qty > limit then
-    while hasDue() do
-      expireDue(100)
-      if mine() + qty <= limit then
-        break
-      end
+
+local function reserve(id, holder, qtyS, holdS, nonce)
+  local qty = tonumber(qtyS)
+  local rk = base .. 'r:' .. id
+  if redis.call('EXISTS', rk) == 1 then
+    local r = redis.call('HMGET', rk, 'holder', 'qty', 'state', 'exp')
+    if r[1] ~= holder or num(r[2]) ~= qty then
+      return {-3}
     end
-    reread()
+    if r[3] == 'held' and num(r[4]) <= now then
+      sync()
+      expire(id)
+      reread()
+    end
+    return reservation(rk)
+  end
+  if not it[1] then
+    return {-1}
+  end
+  if it[1] == '1' then
+    return {-4, avail, it[2] or ''}
+  end
+  if limit > 0 then
+    local function mine()
+      return num(redis.call('HGET', holders, holder))
+    end
     if mine() + qty > limit then
-      return {-5, avail, ''}
-    end
-  end
-end
-if avail < qty then
-  while hasDue() do
-    expireDue(100)
-    reread()
-    if avail >= qty then
-      break
+      if hasDue() then
+        sync()
+        repeat
+          expireDue(100)
+        until mine() + qty <= limit or not hasDue()
+        reread()
+      end
+      if mine() + qty > limit then
+        return {-5, avail, ''}
+      end
     end
   end
   if avail < qty then
-    return {-6, avail, ''}
+    if hasDue() then
+      sync()
+      repeat
+        expireDue(100)
+        reread()
+      until avail >= qty or not hasDue()
+    end
+    if avail < qty then
+      return {-6, avail, ''}
+    end
   end
+  local exp = now + tonumber(holdS)
+  local expS = string.format('%d', exp)
+  redis.call('HSET', rk, 'holder', holder, 'qty', qtyS, 'state', 'held', 'exp', expS, 'nonce', nonce)
+  redis.call('HINCRBY', holders, holder, qtyS)
+  adds[#adds + 1] = expS
+  adds[#adds + 1] = id
+  avail, held, due, dirty = avail - qty, held + qty, math.min(due or exp, exp), true
+  return {1, expS}
 end
-local exp = now + tonumber(ARGV[5])
-local expS = string.format('%d', exp)
-redis.call('HSET', rk, 'holder', holder, 'qty', ARGV[4], 'state', 'held', 'exp', expS, 'nonce', ARGV[7])
-redis.call('ZADD', holds, expS, id)
-redis.call('HSET', item, 'available', string.format('%d', avail - qty),
-  'held', string.format('%d', held + qty), 'due', string.format('%d', math.min(due or exp, exp)))
-redis.call('HINCRBY', holders, holder, ARGV[4])
-return {1, expS}
+
+local replies = {}
+for i = 3, #ARGV, 5 do
+  replies[#replies + 1] = reserve(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4])
+end
+sync()
+return replies
 `)
 
 // undoReserveScript: luaItem's keys and ARGV[1], KEYS[4] the reservation;

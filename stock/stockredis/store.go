@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -51,6 +52,9 @@ type Store struct {
 	client redis.UniversalClient
 	prefix string
 	items  string // the set of item names
+
+	mu     sync.Mutex
+	queues map[string]*reserveQueue // by item: Reserves waiting to be sent
 }
 
 var _ stock.Store = (*Store)(nil)
@@ -65,7 +69,8 @@ func New(client redis.UniversalClient, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Store{client: client, prefix: o.Prefix, items: o.Prefix + "items"}, nil
+	return &Store{client: client, prefix: o.Prefix, items: o.Prefix + "items",
+		queues: map[string]*reserveQueue{}}, nil
 }
 
 // tagEscaper makes any name a hash tag: no brace, so the tag ends where
@@ -189,51 +194,66 @@ func (s *Store) LoadCodes(ctx context.Context, item string, codes []string) (int
 	return added, nil
 }
 
+// maxReserveBatch bounds the Reserves of one item that one round trip
+// carries.
+const maxReserveBatch = 128
+
 // Reserve implements [stock.Store].
 //
-// A Reserve is one round trip: the command that binds req.ID to req.Item
-// (SET NX GET of the ID's pointer, see the package documentation) and the
-// reservation script in the item's slot go out together in one pipeline.
+// Concurrent Reserves of one item are sent together (see the package
+// documentation): a Reserve joins its item's queue, and the queue is
+// sent in one round trip, at most one at a time per item, up to
+// maxReserveBatch Reserves at once; Reserves that arrive meanwhile wait
+// for the next. So an item reserved alone costs one round trip a call,
+// and a hot one amortizes it over as many calls as are waiting. The round
+// trip is one pipeline of the command that binds each ID to req.Item (SET
+// NX GET of the ID's pointer, see the package documentation) and one
+// script in the item's slot that makes the reservations in order, each as
+// if it ran alone.
+//
 // If the pointer names another item, the script's reservation, if it made
 // one, is undone in a second round trip, identified by a nonce of this
 // call, and Reserve fails with [stock.ErrConflict]. An ID once bound stays
 // bound to its item, even if the reservation was refused.
+//
+// If ctx ends before the call is sent, nothing is done; if it ends after,
+// Reserve returns ctx's error and the reservation may still be made.
 func (s *Store) Reserve(ctx context.Context, req stock.ReserveRequest) (stock.Reservation, error) {
 	req, err := req.Validate()
 	if err != nil {
 		return stock.Reservation{}, err
 	}
-	k := s.keys(req.Item)
-	keys := []string{k.item, k.holds, k.holders, k.reservation(req.ID)}
-	n := nonce()
-	args := []any{k.base, req.ID, req.Holder, req.Quantity, millis(req.Hold), sweepBatch, n}
+	if err := ctx.Err(); err != nil {
+		return stock.Reservation{}, fmt.Errorf("stockredis: reserve %q: %w", req.ID, err)
+	}
+	c := &reserveCall{ctx: ctx, req: req, nonce: nonce(), done: make(chan reserveResult, 1)}
+	s.enqueueReserve(c)
+	var r reserveResult
+	select {
+	case r = <-c.done:
+	case <-ctx.Done():
+		s.mu.Lock()
+		if !c.taken {
+			c.abandoned = true
+		}
+		s.mu.Unlock()
+		return stock.Reservation{}, fmt.Errorf("stockredis: reserve %q: %w", req.ID, ctx.Err())
+	}
 
-	pipe := s.client.Pipeline()
-	bound := pipe.SetArgs(ctx, s.pointerKey(req.ID), req.Item, redis.SetArgs{Mode: "NX", Get: true})
-	res := reserveScript.EvalSha(ctx, pipe, keys, args...)
-	_, _ = pipe.Exec(ctx) // each command's error is read below
-
-	other, err := bound.Result()
 	switch {
-	case errors.Is(err, redis.Nil):
-	case err != nil:
+	case errors.Is(r.boundErr, redis.Nil):
+	case r.boundErr != nil:
 		// The script may have made a reservation that no pointer leads
 		// to yet; a retry with the same ID binds it and returns it, and
 		// without one it expires.
-		return stock.Reservation{}, fmt.Errorf("stockredis: reserve %q: %w", req.ID, err)
-	case other != req.Item:
-		return stock.Reservation{}, s.undoReserve(ctx, req, k, keys, n, res)
+		return stock.Reservation{}, fmt.Errorf("stockredis: reserve %q: %w", req.ID, r.boundErr)
+	case r.other != req.Item:
+		return stock.Reservation{}, s.undoReserve(ctx, req, c.nonce, r.reply, r.err)
 	}
-
-	if redis.HasErrorPrefix(res.Err(), "NOSCRIPT") {
-		// The script cache was flushed (a restart, SCRIPT FLUSH): the
-		// script did not run. EVAL runs and caches it.
-		res = reserveScript.Eval(ctx, s.client, keys, args...)
+	if r.err != nil {
+		return stock.Reservation{}, fmt.Errorf("stockredis: reserve %q: %w", req.ID, r.err)
 	}
-	v, err := res.Slice()
-	if err != nil {
-		return stock.Reservation{}, fmt.Errorf("stockredis: reserve %q: %w", req.ID, err)
-	}
+	v := r.reply
 	switch st := int64At(v, 0); st {
 	case stOK:
 		return reserved(req, v)
@@ -256,7 +276,129 @@ func (s *Store) Reserve(ctx context.Context, req stock.ReserveRequest) (stock.Re
 	return stock.Reservation{}, fmt.Errorf("stockredis: reserve %q: unexpected reply %v", req.ID, v)
 }
 
-// reserved reads the reservation in reserveScript's reply: {stOK, exp}
+// reserveCall is one Reserve waiting in its item's queue.
+type reserveCall struct {
+	ctx   context.Context
+	req   stock.ReserveRequest
+	nonce string
+	done  chan reserveResult // buffered: the sender never waits for the caller
+
+	// Guarded by Store.mu.
+	taken     bool // sent: its outcome is Redis's
+	abandoned bool // its caller gave up before it was taken
+}
+
+// reserveResult is what one call's round trip returned: the pointer's
+// old value (boundErr redis.Nil if it was new), and the script's reply
+// for the call.
+type reserveResult struct {
+	other    string
+	boundErr error
+	reply    []any
+	err      error
+}
+
+// reserveQueue holds the Reserves of one item not yet sent. It exists,
+// with one goroutine sending it, while the item has Reserves under way.
+type reserveQueue struct {
+	pending []*reserveCall
+}
+
+// enqueueReserve adds c to its item's queue, and starts the queue's
+// sender if there is none.
+func (s *Store) enqueueReserve(c *reserveCall) {
+	s.mu.Lock()
+	q := s.queues[c.req.Item]
+	if q == nil {
+		q = &reserveQueue{}
+		s.queues[c.req.Item] = q
+		go s.sendReserves(c.req.Item, q)
+	}
+	q.pending = append(q.pending, c)
+	s.mu.Unlock()
+}
+
+// sendReserves sends q's calls, a batch per round trip, until none is
+// left, then removes q.
+func (s *Store) sendReserves(item string, q *reserveQueue) {
+	k := s.keys(item)
+	var batch []*reserveCall
+	for {
+		batch = s.takeReserves(item, q, batch[:0])
+		if len(batch) == 0 {
+			return
+		}
+		s.reserveBatch(k, item, batch)
+		clear(batch)
+	}
+}
+
+// takeReserves moves up to maxReserveBatch live calls from q to batch, or
+// removes q from the store when there are none.
+func (s *Store) takeReserves(item string, q *reserveQueue, batch []*reserveCall) []*reserveCall {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for n < len(q.pending) && len(batch) < maxReserveBatch {
+		c := q.pending[n]
+		n++
+		if c.abandoned {
+			continue
+		}
+		c.taken = true
+		batch = append(batch, c)
+	}
+	rest := copy(q.pending, q.pending[n:])
+	clear(q.pending[rest:])
+	q.pending = q.pending[:rest]
+	if len(batch) == 0 {
+		delete(s.queues, item)
+	}
+	return batch
+}
+
+// reserveBatch sends one batch of an item's Reserves in one pipeline: the
+// pointer of each call's ID, then reserveBatchScript for all of them, and
+// gives each call its results.
+func (s *Store) reserveBatch(k itemKeys, item string, batch []*reserveCall) {
+	// The first caller's context values (tracing) go with the round trip,
+	// not its cancellation: the others are waiting on the same one.
+	ctx := context.WithoutCancel(batch[0].ctx)
+	keys := []string{k.item, k.holds, k.holders}
+	args := make([]any, 0, 2+5*len(batch))
+	args = append(args, k.base, sweepBatch)
+	pipe := s.client.Pipeline()
+	bound := make([]*redis.StatusCmd, len(batch))
+	for i, c := range batch {
+		bound[i] = pipe.SetArgs(ctx, s.pointerKey(c.req.ID), item, redis.SetArgs{Mode: "NX", Get: true})
+		args = append(args, c.req.ID, c.req.Holder, c.req.Quantity, millis(c.req.Hold), c.nonce)
+	}
+	res := reserveBatchScript.EvalSha(ctx, pipe, keys, args...)
+	_, _ = pipe.Exec(ctx) // each command's error is read below
+
+	if redis.HasErrorPrefix(res.Err(), "NOSCRIPT") {
+		// The script cache was flushed (a restart, SCRIPT FLUSH): the
+		// script did not run. EVAL runs and caches it.
+		res = reserveBatchScript.Eval(ctx, s.client, keys, args...)
+	}
+	replies, err := res.Slice()
+	if err == nil && len(replies) != len(batch) {
+		err = fmt.Errorf("%d replies to %d reservations", len(replies), len(batch))
+	}
+	for i, c := range batch {
+		r := reserveResult{err: err}
+		r.other, r.boundErr = bound[i].Result()
+		if err == nil {
+			var ok bool
+			if r.reply, ok = replies[i].([]any); !ok {
+				r.err = fmt.Errorf("unexpected reply %v", replies[i])
+			}
+		}
+		c.done <- r
+	}
+}
+
+// reserved reads the reservation in a reply of reserveBatchScript: {stOK, exp}
 // for one it made for req, or a reservation it found.
 func reserved(req stock.ReserveRequest, v []any) (stock.Reservation, error) {
 	if len(v) != 2 {
@@ -284,19 +426,20 @@ var refusals = map[int64]error{
 }
 
 // undoReserve is Reserve's answer when req.ID is bound to another item:
-// the reservation script ran in req.Item all the same, so whatever it
-// made is undone, found by the call's nonce, and the answer is
-// ErrConflict. Unless the script answered that it made nothing (a
-// refusal, or the ID already used in req.Item) or did not run (NOSCRIPT),
-// it may have made a reservation, and the undo runs. If the undo fails,
-// that reservation cannot be reached (every way to it goes through the
-// pointer), and it expires with its hold.
-func (s *Store) undoReserve(ctx context.Context, req stock.ReserveRequest, k itemKeys, keys []string, nonce string, res *redis.Cmd) error {
+// the reservation script ran in req.Item all the same (its reply v, or
+// its error err), so whatever it made is undone, found by the call's
+// nonce, and the answer is ErrConflict. Unless the script answered that
+// it made nothing (a refusal, or the ID already used in req.Item) or did
+// not run (NOSCRIPT), it may have made a reservation, and the undo runs.
+// If the undo fails, that reservation cannot be reached (every way to it
+// goes through the pointer), and it expires with its hold.
+func (s *Store) undoReserve(ctx context.Context, req stock.ReserveRequest, nonce string, v []any, err error) error {
 	conflict := fmt.Errorf("%w: %q (it belongs to another item)", stock.ErrConflict, req.ID)
-	v, err := res.Slice()
 	if (err == nil && int64At(v, 0) != stOK) || redis.HasErrorPrefix(err, "NOSCRIPT") {
 		return conflict
 	}
+	k := s.keys(req.Item)
+	keys := []string{k.item, k.holds, k.holders, k.reservation(req.ID)}
 	if err := undoReserveScript.Run(ctx, s.client, keys, k.base, req.ID, nonce).Err(); err != nil {
 		return fmt.Errorf("%w; undoing the hold this call may have made in %q failed, so it is held until it expires: %w",
 			conflict, req.Item, err)

@@ -538,11 +538,33 @@ func TestIDBoundToItem(t *testing.T) {
 // whose other half (the pointer) was lost, failed or ran elsewhere.
 func runReserve(t *testing.T, s *Store, item, holder, id string, hold time.Duration, nonce string) []any {
 	t.Helper()
+	v := runBatch(t, s, item, batchReq{id: id, holder: holder, qty: 1, hold: hold, nonce: nonce})
+	require.Len(t, v, 1)
+	return v[0]
+}
+
+type batchReq struct {
+	id, holder string
+	qty        int
+	hold       time.Duration
+	nonce      string
+}
+
+// runBatch runs reserveBatchScript once for reqs and returns its replies.
+func runBatch(t *testing.T, s *Store, item string, reqs ...batchReq) [][]any {
+	t.Helper()
 	k := s.keys(item)
-	v, err := reserveScript.Run(t.Context(), s.client, []string{k.item, k.holds, k.holders, k.reservation(id)},
-		k.base, id, holder, 1, millis(hold), sweepBatch, nonce).Slice()
+	args := []any{k.base, sweepBatch}
+	for _, r := range reqs {
+		args = append(args, r.id, r.holder, r.qty, millis(r.hold), r.nonce)
+	}
+	v, err := reserveBatchScript.Run(t.Context(), s.client, []string{k.item, k.holds, k.holders}, args...).Slice()
 	require.NoError(t, err)
-	return v
+	out := make([][]any, len(v))
+	for i, r := range v {
+		out[i] = r.([]any)
+	}
+	return out
 }
 
 func runUndo(t *testing.T, s *Store, item, id, nonce string) int64 {
@@ -812,4 +834,138 @@ func TestContextCanceled(t *testing.T) {
 	n, err := client.Exists(t.Context(), s.pointerKey("r")).Result()
 	require.NoError(t, err)
 	require.Zero(t, n)
+}
+
+// TestReserveBatchScript runs one batch that holds every case, in an order
+// that makes the later requests depend on the earlier ones: each gets what
+// it would have got alone, in the batch's order.
+func TestReserveBatchScript(t *testing.T) {
+	t.Parallel()
+	s, client := newStore(t)
+	ctx := t.Context()
+	define(t, s, "b", stock.ItemConfig{HolderLimit: 2}, 4)
+	reserve(t, s, "b", "old", "due", 1, 30*time.Millisecond)
+	reserve(t, s, "b", "old", "kept", 1, time.Hour)
+	waitExpired(t, s, "due")
+
+	m := time.Minute
+	v := runBatch(t, s, "b",
+		batchReq{"a1", "ann", 1, m, "n1"},
+		batchReq{"a1", "ann", 1, m, "n2"},  // the same ID: found
+		batchReq{"a1", "bob", 1, m, "n3"},  // the same ID, another request
+		batchReq{"a2", "ann", 1, m, "n4"},  // ann's second unit
+		batchReq{"a3", "ann", 1, m, "n5"},  // over ann's limit
+		batchReq{"b1", "bob", 1, m, "n6"},  // the last unit (the due hold's)
+		batchReq{"c1", "cy", 1, m, "n7"},   // sold out
+		batchReq{"due", "old", 1, m, "n8"}, // an expired reservation
+		batchReq{"a3", "ann", 1, m, "n9"},  // still over the limit
+	)
+	require.Len(t, v, 9)
+	require.Equal(t, int64(stOK), v[0][0])
+	require.Len(t, v[0], 2)
+	exp := v[0][1]
+	require.Equal(t, []any{int64(stOK), "ann", "1", "held", exp, ""}, v[1])
+	require.Equal(t, []any{int64(stConflict)}, v[2])
+	require.Equal(t, []any{int64(stOK), exp}, v[3])
+	require.Equal(t, []any{int64(stHolderLimit), int64(1), ""}, v[4])
+	require.Equal(t, []any{int64(stOK), exp}, v[5])
+	require.Equal(t, []any{int64(stSoldOut), int64(0), ""}, v[6])
+	require.Equal(t, int64(stOK), v[7][0])
+	require.Equal(t, "expired", v[7][3])
+	require.Equal(t, []any{int64(stHolderLimit), int64(0), ""}, v[8])
+	require.Equal(t, stock.Level{Item: "b", Held: 4}, level(t, s, "b"))
+	checkItem(t, s, client, "b")
+
+	// Disabled, and an unknown item.
+	require.NoError(t, s.Disable(ctx, "b", "why"))
+	v = runBatch(t, s, "b", batchReq{"a1", "ann", 1, m, "n10"}, batchReq{"d1", "dan", 1, m, "n11"})
+	require.Equal(t, int64(stOK), v[0][0], "a retry is answered while disabled")
+	require.Equal(t, []any{int64(stDisabled), int64(0), "why"}, v[1])
+	v = runBatch(t, s, "ghost", batchReq{"g1", "ann", 1, m, "n12"}, batchReq{"g2", "ann", 1, m, "n13"})
+	require.Equal(t, [][]any{{int64(stUnknownItem)}, {int64(stUnknownItem)}}, v)
+}
+
+// TestConcurrentBatches races 1,000 Reserves of two items, each ID asked
+// for twice: on one item a holder limit and on the other its units decide
+// which IDs are granted. The counts are exact, and both calls of an ID
+// get the same answer.
+func TestConcurrentBatches(t *testing.T) {
+	t.Parallel()
+	const ids, holders, limit, units = 250, 50, 2, 40
+	s, client := newStore(t)
+	define(t, s, "limited", stock.ItemConfig{HolderLimit: limit}, 1000)
+	define(t, s, "scarce", stock.ItemConfig{}, units)
+
+	type call struct {
+		item, id, holder string
+	}
+	var calls []call
+	for _, item := range []string{"limited", "scarce"} {
+		for range 2 {
+			for j := range ids {
+				calls = append(calls, call{item, fmt.Sprintf("%s-%d", item, j), fmt.Sprintf("h%d", j%holders)})
+			}
+		}
+	}
+	require.Len(t, calls, 1000)
+	got := make([]stock.Reservation, len(calls))
+	errs := make([]error, len(calls))
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i, c := range calls {
+		wg.Go(func() {
+			<-start
+			got[i], errs[i] = s.Reserve(context.Background(), stock.ReserveRequest{
+				Item: c.item, Holder: c.holder, ID: c.id, Hold: time.Minute})
+		})
+	}
+	close(start)
+	wg.Wait()
+
+	granted := map[string]int{}
+	perHolder := map[string]int{}
+	for i, c := range calls {
+		twin := (i/(2*ids))*2*ids + (i+ids)%(2*ids)
+		require.Equal(t, c.id, calls[twin].id)
+		if errs[i] != nil {
+			var re *stock.ReservationError
+			require.ErrorAs(t, errs[i], &re)
+			if c.item == "limited" {
+				require.ErrorIs(t, errs[i], stock.ErrHolderLimit)
+			} else {
+				require.ErrorIs(t, errs[i], stock.ErrSoldOut)
+				require.Zero(t, re.Available)
+			}
+			require.ErrorIs(t, errs[twin], re.Err, "the twin of %q", c.id)
+			continue
+		}
+		require.NoError(t, errs[twin], "the twin of %q", c.id)
+		require.Equal(t, got[twin], got[i])
+		require.Equal(t, stock.Reservation{ID: c.id, Item: c.item, Holder: c.holder, Quantity: 1,
+			State: stock.Held, ExpiresAt: got[i].ExpiresAt}, got[i])
+		if i%(2*ids) < ids {
+			granted[c.item]++
+			if c.item == "limited" {
+				perHolder[c.holder]++
+			}
+		}
+	}
+	require.Equal(t, holders*limit, granted["limited"])
+	require.Len(t, perHolder, holders)
+	for h, n := range perHolder {
+		require.Equal(t, limit, n, "holder %q", h)
+	}
+	require.Equal(t, units, granted["scarce"])
+	require.Equal(t, stock.Level{Item: "limited", Available: 1000 - holders*limit, Held: holders * limit},
+		level(t, s, "limited"))
+	require.Equal(t, stock.Level{Item: "scarce", Held: units}, level(t, s, "scarce"))
+	checkItem(t, s, client, "limited")
+	checkItem(t, s, client, "scarce")
+	// The sender removes an item's queue when it finds it empty, just
+	// after the last batch's callers have their answers.
+	require.Eventually(t, func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return len(s.queues) == 0
+	}, 5*time.Second, time.Millisecond, "a queue outlived its calls")
 }
