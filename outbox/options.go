@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/idemq/idemq/consumer"
+
+	"github.com/idemq/idemq/internal/pgschema"
 )
 
 // Defaults of [Options].
@@ -129,7 +131,7 @@ type Options struct {
 }
 
 // table validates and returns the table name.
-func (o Options) table() (tableName, error) {
+func (o Options) table() (pgschema.Name, error) {
 	if o.Table == "" {
 		o.Table = DefaultTable
 	}
@@ -138,7 +140,7 @@ func (o Options) table() (tableName, error) {
 
 // withDefaults fills in defaults, validates every field and returns the
 // table name.
-func (o Options) withDefaults() (Options, tableName, error) {
+func (o Options) withDefaults() (Options, pgschema.Name, error) {
 	t, err := o.table()
 	if err != nil {
 		return o, t, err
@@ -228,22 +230,11 @@ func validateBackoff(b consumer.Backoff) error {
 // its SHA-256. Channels are per database, so tables of the same name in two
 // schemas, spelled unqualified, share one: that costs spurious wake-ups,
 // never lost ones.
-func channelName(t tableName) string {
+func channelName(t pgschema.Name) string {
 	name := "outbox:" + t.String()
-	if len(name) <= maxIdentLen {
+	if len(name) <= pgschema.MaxIdentLen {
 		return name
 	}
 	sum := sha256.Sum256([]byte(name))
 	return "outbox:" + hex.EncodeToString(sum[:16])
-}
-
-// micros converts d to whole microseconds, PostgreSQL's resolution,
-// rounding a positive remainder up so that no positive duration becomes
-// zero.
-func micros(d time.Duration) int64 {
-	us := int64(d / time.Microsecond)
-	if d%time.Microsecond > 0 {
-		us++
-	}
-	return us
 }

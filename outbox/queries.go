@@ -3,6 +3,8 @@ package outbox
 import (
 	"fmt"
 	"strings"
+
+	"github.com/idemq/idemq/internal/pgschema"
 )
 
 // Statements of the Writer and the Relay. Every time comes from the
@@ -56,14 +58,14 @@ const enqueueFrom = `, counts AS (
 )
 `
 
-func newQueries(t tableName, notify bool, retention bool) queries {
+func newQueries(t pgschema.Name, notify bool, retention bool) queries {
 	r := strings.NewReplacer(
-		"{table}", t.ident(),
-		"{keys}", t.sibling(keysSuffix),
-		"{cursors}", t.sibling(cursorsSuffix),
-		"{failed}", t.sibling(failedSuffix),
-		"{awake}", t.sibling(awakeSuffix),
-		"{seq}", literal(t.sibling(tokenSeqSuffix)),
+		"{table}", t.Ident(),
+		"{keys}", t.Sibling(keysSuffix),
+		"{cursors}", t.Sibling(cursorsSuffix),
+		"{failed}", t.Sibling(failedSuffix),
+		"{awake}", t.Sibling(awakeSuffix),
+		"{seq}", pgschema.Literal(t.Sibling(tokenSeqSuffix)),
 		"{ts}", "statement_timestamp()",
 	)
 	enqueue := `
@@ -89,7 +91,7 @@ WITH m AS (
 	// serialises every notifying commit in the database.
 	if notify {
 		asleep := fmt.Sprintf(`NOT EXISTS (SELECT 1 FROM {awake} WHERE until > {ts} + %d * interval '1 microsecond')`,
-			micros(awakeMargin))
+			pgschema.Micros(awakeMargin))
 		enqueue += `SELECT pg_notify($6, '') WHERE ` + asleep
 		requeue += `SELECT (SELECT count(*) FROM input), (SELECT pg_notify($2, '') WHERE ` + asleep + `)`
 	} else {

@@ -18,6 +18,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/idemq/idemq/consumer"
+	"github.com/idemq/idemq/internal/pglisten"
+	"github.com/idemq/idemq/internal/pgschema"
 )
 
 // Metric names a Relay reports.
@@ -89,7 +91,7 @@ func NewRelay(pool *pgxpool.Pool, pub Publisher, opts Options) (*Relay, error) {
 		pub:     pub,
 		opts:    o,
 		q:       newQueries(t, o.Notify, o.Retention > 0),
-		leaseUS: micros(o.Lease),
+		leaseUS: pgschema.Micros(o.Lease),
 	}
 	if o.Notify {
 		r.channel = channelName(t)
@@ -129,8 +131,15 @@ func (r *Relay) Run(ctx context.Context) error {
 		// once it listens, is never lost: a relay always looks, and
 		// lingers, once it listens.
 		r.wake.wait()
-		lis := startListener(r.pool, r.channel, r.opts.NotifyThrottle, r.opts.Logger, r.wake.wake)
-		defer lis.stop()
+		lis := pglisten.Start(r.pool, pglisten.Config{
+			Channel:  r.channel,
+			Throttle: r.opts.NotifyThrottle,
+			Logger:   r.opts.Logger,
+			Name:     "outbox",
+			Owner:    "Relay",
+			Wake:     r.wake.wake,
+		})
+		defer lis.Stop()
 	}
 
 	timer := time.NewTimer(time.Hour)
@@ -164,8 +173,8 @@ func (r *Relay) Run(ctx context.Context) error {
 		switch {
 		case err != nil:
 			failures++
-			wait = retryDelay(failures)
-			wake = nil // back off, whatever is announced
+			wait = pglisten.RetryDelay(failures) // the LISTEN loop's backoff serves the batches too
+			wake = nil                           // back off, whatever is announced
 			r.opts.Logger.LogAttrs(ctx, slog.LevelError, "outbox: relay batch failed",
 				slog.Any("error", err), slog.Duration("retry_in", wait))
 		case full:
@@ -268,7 +277,7 @@ func (r *Relay) claim(ctx context.Context, advertise bool) ([]*lane, []event, er
 		b       pgx.Batch
 	)
 	if advertise {
-		b.Queue(r.q.advertise, micros(awakeLinger))
+		b.Queue(r.q.advertise, pgschema.Micros(awakeLinger))
 	}
 	b.Queue(r.q.claimKeys, r.opts.BatchKeys, r.leaseUS, r.opts.BatchPerKey).Query(func(rows pgx.Rows) error {
 		var (
@@ -459,7 +468,7 @@ func (r *Relay) publishLane(ctx context.Context, l *lane, out *outcome) {
 		break
 	}
 	out.add(res)
-	out.lane(l.key, l.token, seq, micros(delay))
+	out.lane(l.key, l.token, seq, pgschema.Micros(delay))
 }
 
 // publishUnkeyed publishes events without a key, all of one destination:
@@ -500,7 +509,7 @@ func (r *Relay) publishUnkeyed(ctx context.Context, evs []event, out *outcome) {
 			res.blocked++
 		}
 		d := r.retryDelay(err, f.attempts)
-		f.delay = micros(d)
+		f.delay = pgschema.Micros(d)
 		res.retry = append(res.retry, f)
 		r.opts.Logger.LogAttrs(ctx, slog.LevelWarn, "outbox: publish failed; the event waits for a retry",
 			slog.String("id", e.msg.ID), slog.Int("attempts", f.attempts),
@@ -695,7 +704,7 @@ func (r *Relay) stats(ctx context.Context) {
 // batch at a time.
 func (r *Relay) cleanup(ctx context.Context) {
 	for ctx.Err() == nil {
-		ct, err := r.pool.Exec(ctx, r.q.cleanup, micros(r.opts.Retention), cleanupBatch)
+		ct, err := r.pool.Exec(ctx, r.q.cleanup, pgschema.Micros(r.opts.Retention), cleanupBatch)
 		if err != nil {
 			if ctx.Err() == nil {
 				r.opts.Logger.LogAttrs(ctx, slog.LevelWarn, "outbox: delete expired published events", slog.Any("error", err))

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/idemq/idemq/consumer"
+
+	"github.com/idemq/idemq/internal/pgschema"
 )
 
 // delivery is one leased row: its id and the token of the lease.
@@ -78,7 +80,7 @@ func (d *delivery) Nack(ctx context.Context, delay time.Duration) error {
 	if d.ended.Load() {
 		return d.lost("nack")
 	}
-	args := []any{d.id, d.token, micros(max(delay, 0))}
+	args := []any{d.id, d.token, pgschema.Micros(max(delay, 0))}
 	if d.s.channel != "" {
 		args = append(args, d.s.channel)
 	}

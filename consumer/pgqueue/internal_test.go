@@ -12,21 +12,6 @@ import (
 	"github.com/idemq/idemq/internal/testenv"
 )
 
-func TestMicros(t *testing.T) {
-	for d, want := range map[time.Duration]int64{
-		0:                           0,
-		time.Nanosecond:             1,
-		time.Microsecond:            1,
-		time.Microsecond + 1:        2,
-		600 * time.Millisecond:      600_000,
-		-time.Microsecond:           -1,
-		30*time.Second + 999:        30_000_001,
-		time.Hour + time.Nanosecond: 3_600_000_001,
-	} {
-		require.Equal(t, want, micros(d), "micros(%s)", d)
-	}
-}
-
 func TestChannelName(t *testing.T) {
 	tbl, err := parseTable("idemq_queue")
 	require.NoError(t, err)
@@ -37,14 +22,6 @@ func TestChannelName(t *testing.T) {
 	other, err := parseTable("ops.idemq_queue")
 	require.NoError(t, err)
 	require.NotEqual(t, channelName(tbl, "default"), channelName(other, "default"))
-}
-
-func TestRetryDelay(t *testing.T) {
-	for f := 1; f < 100; f++ {
-		d := retryDelay(f)
-		require.GreaterOrEqual(t, d, listenRetryMin/2)
-		require.LessOrEqual(t, d, listenRetryMax)
-	}
 }
 
 // TestNotifyOnCommit listens on a queue's channel by hand: a Publish

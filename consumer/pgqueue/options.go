@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/idemq/idemq/internal/pgschema"
 )
 
 // Defaults of [Options].
@@ -72,7 +74,7 @@ type Options struct {
 }
 
 // table validates and returns the table name.
-func (o Options) table() (tableName, error) {
+func (o Options) table() (pgschema.Name, error) {
 	if o.Table == "" {
 		o.Table = DefaultTable
 	}
@@ -81,7 +83,7 @@ func (o Options) table() (tableName, error) {
 
 // withDefaults fills in defaults, validates every field and returns the
 // table name.
-func (o Options) withDefaults() (Options, tableName, error) {
+func (o Options) withDefaults() (Options, pgschema.Name, error) {
 	t, err := o.table()
 	if err != nil {
 		return o, t, err
@@ -128,9 +130,9 @@ func (o Options) withDefaults() (Options, tableName, error) {
 // "pgqueue:" and 32 hex digits of its SHA-256. Channels are per database,
 // so tables of the same name in two schemas, spelled unqualified, share
 // one: that costs spurious wake-ups, never lost ones.
-func channelName(t tableName, queue string) string {
+func channelName(t pgschema.Name, queue string) string {
 	name := "pgqueue:" + t.String() + ":" + queue
-	if len(name) <= maxIdentLen {
+	if len(name) <= pgschema.MaxIdentLen {
 		return name
 	}
 	sum := sha256.Sum256([]byte(name))

@@ -1,6 +1,10 @@
 package pgqueue
 
-import "strings"
+import (
+	"strings"
+
+	"github.com/idemq/idemq/internal/pgschema"
+)
 
 // Every deadline is computed from statement_timestamp(): the database's
 // clock, the same for every client, and the start of the statement that
@@ -18,10 +22,10 @@ type queries struct {
 	publish              string
 }
 
-func newQueries(t tableName, notify bool) queries {
+func newQueries(t pgschema.Name, notify bool) queries {
 	r := strings.NewReplacer(
-		"{table}", t.ident(),
-		"{seq}", literal(t.sibling(seqSuffix)),
+		"{table}", t.Ident(),
+		"{seq}", pgschema.Literal(t.Sibling(seqSuffix)),
 		"{ts}", "statement_timestamp()",
 	)
 	publish := `

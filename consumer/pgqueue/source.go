@@ -14,6 +14,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/idemq/idemq/consumer"
+	"github.com/idemq/idemq/internal/pglisten"
+	"github.com/idemq/idemq/internal/pgschema"
 )
 
 // Source is a [consumer.Source] on one queue of a PostgreSQL table. Its
@@ -33,7 +35,7 @@ type Source struct {
 
 	acks *acker
 	wake waker
-	lis  *listener // nil without Notify
+	lis  *pglisten.Listener // nil without Notify
 
 	closeOnce sync.Once
 }
@@ -56,12 +58,19 @@ func New(pool *pgxpool.Pool, opts Options) (*Source, error) {
 		pool: pool,
 		opts: o,
 		q:    newQueries(t, o.Notify),
-		vis:  micros(o.VisibilityTimeout),
+		vis:  pgschema.Micros(o.VisibilityTimeout),
 	}
 	s.acks = &acker{s: s}
 	if o.Notify {
 		s.channel = channelName(t, o.Queue)
-		s.lis = startListener(pool, s.channel, o.NotifyThrottle, o.Logger, s.wake.wake)
+		s.lis = pglisten.Start(pool, pglisten.Config{
+			Channel:  s.channel,
+			Throttle: o.NotifyThrottle,
+			Logger:   o.Logger,
+			Name:     "pgqueue",
+			Owner:    "Source",
+			Wake:     s.wake.wake,
+		})
 	}
 	return s, nil
 }
@@ -73,7 +82,7 @@ func New(pool *pgxpool.Pool, opts Options) (*Source, error) {
 func (s *Source) Close() error {
 	s.closeOnce.Do(func() {
 		if s.lis != nil {
-			s.lis.stop()
+			s.lis.Stop()
 		}
 	})
 	return nil

@@ -9,21 +9,6 @@ import (
 	"github.com/idemq/idemq/dlq"
 )
 
-func TestMicros(t *testing.T) {
-	t.Parallel()
-	for d, want := range map[time.Duration]int64{
-		0:                       0,
-		time.Nanosecond:         1,
-		time.Microsecond:        1,
-		time.Microsecond + 1:    2,
-		time.Hour:               3_600_000_000,
-		-time.Nanosecond:        0,
-		-time.Microsecond - 500: -1,
-	} {
-		require.Equal(t, want, micros(d), "micros(%s)", d)
-	}
-}
-
 func TestCursorRoundTrip(t *testing.T) {
 	t.Parallel()
 	for _, e := range []dlq.Entry{

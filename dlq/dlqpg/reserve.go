@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/idemq/idemq/dlq"
+
+	"github.com/idemq/idemq/internal/pgschema"
 )
 
 // Reserve implements [dlq.Store]. It is one conditional UPDATE: of any
@@ -17,7 +19,7 @@ func (s *Store) Reserve(ctx context.Context, id string, lease time.Duration) (st
 	b := make([]byte, 16)
 	_, _ = rand.Read(b) // never fails since Go 1.24
 	token := hex.EncodeToString(b)
-	if err := s.held(ctx, "reserve", s.q.reserve, id, token, micros(lease)); err != nil {
+	if err := s.held(ctx, "reserve", s.q.reserve, id, token, pgschema.Micros(lease)); err != nil {
 		return "", err
 	}
 	return token, nil

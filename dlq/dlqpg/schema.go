@@ -1,17 +1,13 @@
 package dlqpg
 
 import (
-	"bytes"
 	"context"
 	"embed"
 	"errors"
 	"fmt"
-	"regexp"
-	"strings"
 	"text/template"
-	"time"
 
-	"github.com/jackc/pgx/v5"
+	"github.com/idemq/idemq/internal/pgschema"
 )
 
 // ErrInvalidTable reports a table name that is not a plain lower-case SQL
@@ -23,19 +19,6 @@ var schemaFS embed.FS
 
 var schemaTemplate = template.Must(template.ParseFS(schemaFS, "dlq.sql"))
 
-// identPattern admits identifiers that mean the same quoted or not, so the
-// table can be queried by hand without quotes.
-var identPattern = regexp.MustCompile(`^[a-z_][a-z0-9_]*$`)
-
-// maxIdentLen is PostgreSQL's identifier limit (NAMEDATALEN-1). Longer
-// names are truncated silently, which could make the names derived from a
-// table collide, so they are refused instead.
-const maxIdentLen = 63
-
-// migrateLock serialises Migrate calls, since concurrent CREATE ... IF NOT
-// EXISTS of one object can fail with a unique violation in the catalog.
-const migrateLock = `SELECT pg_advisory_xact_lock(hashtextextended('idemq/dlqpg: migrate', 0));`
-
 // Suffixes of the indexes named after the table. The primary key's index
 // is PostgreSQL's own <table>_pkey, shorter than these.
 const (
@@ -44,74 +27,23 @@ const (
 	sourceIndexSuffix     = "_source_idx"
 )
 
-// tableName is a validated table name, "table" or "schema.table".
-type tableName struct {
-	schema, name string
-}
-
 // parseTable validates s; the index suffixes are appended to the table's
 // name, and the results must fit the identifier limit too.
-func parseTable(s string) (tableName, error) {
-	parts := strings.Split(s, ".")
-	var t tableName
-	switch len(parts) {
-	case 1:
-		t.name = parts[0]
-	case 2:
-		t.schema, t.name = parts[0], parts[1]
-	default:
-		return t, fmt.Errorf("%w %q: want table or schema.table", ErrInvalidTable, s)
-	}
-	for _, p := range parts {
-		if !identPattern.MatchString(p) {
-			return t, fmt.Errorf("%w %q: %q is not an identifier matching %s", ErrInvalidTable, s, p, identPattern)
-		}
-		if len(p) > maxIdentLen {
-			return t, fmt.Errorf("%w %q: %q is longer than %d bytes", ErrInvalidTable, s, p, maxIdentLen)
-		}
-	}
-	for _, suffix := range []string{lastFailedIndexSuffix, reasonIndexSuffix, sourceIndexSuffix} {
-		if len(t.name)+len(suffix) > maxIdentLen {
-			return t, fmt.Errorf("%w %q: %q is longer than %d bytes with its suffix %q",
-				ErrInvalidTable, s, t.name, maxIdentLen-len(suffix), suffix)
-		}
+func parseTable(s string) (pgschema.Name, error) {
+	t, err := pgschema.Parse(s, "table", lastFailedIndexSuffix, reasonIndexSuffix, sourceIndexSuffix)
+	if err != nil {
+		return t, fmt.Errorf("%w %w", ErrInvalidTable, err)
 	}
 	return t, nil
 }
 
-// ident is the table's quoted, possibly qualified identifier.
-func (t tableName) ident() string {
-	if t.schema == "" {
-		return pgx.Identifier{t.name}.Sanitize()
-	}
-	return pgx.Identifier{t.schema, t.name}.Sanitize()
-}
-
-// local is the quoted unqualified identifier of an index named after the
-// table with suffix: CREATE INDEX puts it in the table's schema.
-func (t tableName) local(suffix string) string {
-	return pgx.Identifier{t.name + suffix}.Sanitize()
-}
-
-// literal quotes s as an SQL string literal.
-func literal(s string) string {
-	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
-}
-
-func schemaSQL(t tableName) string {
-	var b bytes.Buffer
-	err := schemaTemplate.Execute(&b, struct{ Table, LastFailedIndex, ReasonIndex, SourceIndex string }{
-		Table:           t.ident(),
-		LastFailedIndex: t.local(lastFailedIndexSuffix),
-		ReasonIndex:     t.local(reasonIndexSuffix),
-		SourceIndex:     t.local(sourceIndexSuffix),
+func schemaSQL(t pgschema.Name) string {
+	return pgschema.Render(schemaTemplate, "dlq.sql", struct{ Table, LastFailedIndex, ReasonIndex, SourceIndex string }{
+		Table:           t.Ident(),
+		LastFailedIndex: t.Local(lastFailedIndexSuffix),
+		ReasonIndex:     t.Local(reasonIndexSuffix),
+		SourceIndex:     t.Local(sourceIndexSuffix),
 	})
-	if err != nil {
-		// The template is embedded and its data are plain strings: a
-		// failure is a bug in this package.
-		panic(fmt.Sprintf("dlqpg: render schema: %v", err))
-	}
-	return b.String()
 }
 
 // Schema returns the SQL that [Migrate] runs for opts, for those who apply
@@ -133,22 +65,5 @@ func Migrate(ctx context.Context, db DBTX, opts Options) error {
 	if err != nil {
 		return err
 	}
-	// Without arguments pgx sends the text as one simple-protocol query,
-	// which PostgreSQL runs as one implicit transaction (or inside db's,
-	// when db is a pgx.Tx): the advisory lock is held to the end.
-	if _, err := db.Exec(ctx, migrateLock+"\n"+schemaSQL(t)); err != nil {
-		return fmt.Errorf("dlqpg: migrate %s: %w", t.ident(), err)
-	}
-	return nil
-}
-
-// micros converts d to whole microseconds, PostgreSQL's resolution,
-// rounding a positive remainder up so that no positive duration becomes
-// zero.
-func micros(d time.Duration) int64 {
-	us := int64(d / time.Microsecond)
-	if d%time.Microsecond > 0 {
-		us++
-	}
-	return us
+	return pgschema.Migrate(ctx, db, "dlqpg", t.Ident(), schemaSQL(t))
 }

@@ -12,6 +12,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/idemq/idemq/dlq"
+
+	"github.com/idemq/idemq/internal/pgschema"
 )
 
 // DefaultTable is the store's table when [Options.Table] is empty.
@@ -36,7 +38,7 @@ type Options struct {
 }
 
 // withDefaults fills in defaults and returns the validated table name.
-func (o Options) withDefaults() (Options, tableName, error) {
+func (o Options) withDefaults() (Options, pgschema.Name, error) {
 	if o.Table == "" {
 		o.Table = DefaultTable
 	}
@@ -103,10 +105,10 @@ type queries struct {
 	reserve, unreserve, deleteReserved string
 }
 
-func newQueries(t tableName) queries {
+func newQueries(t pgschema.Name) queries {
 	r := strings.NewReplacer(
-		"{table}", t.ident(),
-		"{regclass}", literal(t.ident())+"::regclass",
+		"{table}", t.Ident(),
+		"{regclass}", pgschema.Literal(t.Ident())+"::regclass",
 		"{columns}", columns,
 		"{params}", typedParams,
 		"{ts}", "statement_timestamp()",
@@ -139,7 +141,7 @@ SET message_id      = EXCLUDED.message_id,
 SELECT EXISTS (SELECT FROM r), EXISTS (SELECT FROM {table} WHERE id = $1)`
 
 	return queries{
-		table: t.ident(),
+		table: t.Ident(),
 
 		put: r.Replace(`
 INSERT INTO {table} AS d ({columns})

@@ -13,6 +13,8 @@ import (
 
 	"github.com/idemq/idemq/consumer"
 	"github.com/idemq/idemq/idempotency"
+
+	"github.com/idemq/idemq/internal/pgschema"
 )
 
 // Inbox defaults.
@@ -67,7 +69,7 @@ type InboxOptions struct {
 }
 
 // withDefaults fills in defaults and returns the validated table name.
-func (o InboxOptions) withDefaults() (InboxOptions, tableName, error) {
+func (o InboxOptions) withDefaults() (InboxOptions, pgschema.Name, error) {
 	if o.Table == "" {
 		o.Table = DefaultInboxTable
 	}
@@ -147,7 +149,7 @@ func Inbox(db TxBeginner, opts InboxOptions) (consumer.Middleware, error) {
 		begin = func(ctx context.Context) (pgx.Tx, error) { return b.BeginTx(ctx, txOpts) }
 	}
 	insert := strings.ReplaceAll(`INSERT INTO {table} (key) VALUES ($1) ON CONFLICT (key) DO NOTHING`,
-		"{table}", t.ident())
+		"{table}", t.Ident())
 	return func(next consumer.Handler) consumer.Handler {
 		return &inbox{o: o, begin: begin, insert: insert, next: next}
 	}, nil
@@ -257,8 +259,8 @@ WHERE key IN (
     WHERE processed_at < statement_timestamp() - $1::bigint * interval '1 microsecond'
     LIMIT $2
     FOR UPDATE SKIP LOCKED
-)`, "{table}", t.ident())
-	tag, err := db.Exec(ctx, sql, micros(age), batch)
+)`, "{table}", t.Ident())
+	tag, err := db.Exec(ctx, sql, pgschema.Micros(age), batch)
 	if err != nil {
 		return 0, fmt.Errorf("idempotencypg: delete inbox keys: %w", err)
 	}

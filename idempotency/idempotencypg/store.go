@@ -11,6 +11,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/idemq/idemq/idempotency"
+
+	"github.com/idemq/idemq/internal/pgschema"
 )
 
 // DefaultTable is the store's table when [Options.Table] is empty.
@@ -31,7 +33,7 @@ type Options struct {
 }
 
 // withDefaults fills in defaults and returns the validated table name.
-func (o Options) withDefaults() (Options, tableName, error) {
+func (o Options) withDefaults() (Options, pgschema.Name, error) {
 	if o.Table == "" {
 		o.Table = DefaultTable
 	}
@@ -86,10 +88,10 @@ type queries struct {
 	claim, lookup, extend, complete, release, deleteExpired string
 }
 
-func newQueries(t tableName) queries {
+func newQueries(t pgschema.Name) queries {
 	r := strings.NewReplacer(
-		"{table}", t.ident(),
-		"{seq}", literal(t.sibling(seqSuffix)),
+		"{table}", t.Ident(),
+		"{seq}", pgschema.Literal(t.Sibling(seqSuffix)),
 		"{ts}", "statement_timestamp()",
 	)
 	return queries{
@@ -153,7 +155,7 @@ const claimAttempts = 5
 func (s *Store) Claim(ctx context.Context, key, fingerprint string, lease time.Duration) (idempotency.Claim, error) {
 	for range claimAttempts {
 		var token int64
-		err := s.db.QueryRow(ctx, s.q.claim, key, fingerprint, micros(lease)).Scan(&token)
+		err := s.db.QueryRow(ctx, s.q.claim, key, fingerprint, pgschema.Micros(lease)).Scan(&token)
 		if err == nil {
 			return idempotency.Claim{Status: idempotency.Claimed, Token: token}, nil
 		}
@@ -198,12 +200,12 @@ func (s *Store) Claim(ctx context.Context, key, fingerprint string, lease time.D
 
 // Extend implements [idempotency.Store].
 func (s *Store) Extend(ctx context.Context, key string, token int64, lease time.Duration) error {
-	return s.held(ctx, "extend", s.q.extend, key, token, micros(lease))
+	return s.held(ctx, "extend", s.q.extend, key, token, pgschema.Micros(lease))
 }
 
 // Complete implements [idempotency.Store].
 func (s *Store) Complete(ctx context.Context, key string, token int64, result []byte, retention time.Duration) error {
-	return s.held(ctx, "complete", s.q.complete, key, token, result, micros(retention))
+	return s.held(ctx, "complete", s.q.complete, key, token, result, pgschema.Micros(retention))
 }
 
 // Release implements [idempotency.Store]. It deletes the row, so the key

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/idemq/idemq/stock"
+
+	"github.com/idemq/idemq/internal/pgschema"
 )
 
 // Group commit of Reserve. A Reserve through a pool joins the pending list
@@ -283,7 +285,7 @@ func (s *Store) queryBatch(ctx context.Context, db DBTX, item string, shard int,
 		prev[i] = last[r.ID] // positions are 1-based: 0 is none
 		last[r.ID] = int32(i + 1)
 		qtys[i] = int32(r.Quantity)
-		holds[i] = micros(r.Hold)
+		holds[i] = pgschema.Micros(r.Hold)
 	}
 	// Every batch locks holder rows in this order.
 	slices.Sort(holders)

@@ -1,6 +1,10 @@
 package stockpg
 
-import "strings"
+import (
+	"strings"
+
+	"github.com/idemq/idemq/internal/pgschema"
+)
 
 // Every statement runs at READ COMMITTED and takes its decisions on row
 // versions it has locked, never on its snapshot alone:
@@ -38,14 +42,14 @@ type queries struct {
 	define, restock, loadCodes, setDisabled, level string
 }
 
-func newQueries(p prefix) queries {
+func newQueries(p pgschema.Name) queries {
 	r := strings.NewReplacer(
-		"{items}", p.table(itemsSuffix),
-		"{shards}", p.table(shardsSuffix),
-		"{res}", p.table(reservationsSuffix),
-		"{holders}", p.table(holdersSuffix),
-		"{codes}", p.table(codesSuffix),
-		"{reserve_batch}", p.table(reserveBatchSuffix),
+		"{items}", p.Sibling(itemsSuffix),
+		"{shards}", p.Sibling(shardsSuffix),
+		"{res}", p.Sibling(reservationsSuffix),
+		"{holders}", p.Sibling(holdersSuffix),
+		"{codes}", p.Sibling(codesSuffix),
+		"{reserve_batch}", p.Sibling(reserveBatchSuffix),
 		"{ts}", "statement_timestamp()",
 	)
 	return queries{

@@ -9,6 +9,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/idemq/idemq/stock"
+
+	"github.com/idemq/idemq/internal/pgschema"
 )
 
 // DefaultPrefix names the store's tables when [Options.Prefix] is empty:
@@ -42,7 +44,7 @@ type Options struct {
 }
 
 // withDefaults fills in defaults and returns the validated prefix.
-func (o Options) withDefaults() (Options, prefix, error) {
+func (o Options) withDefaults() (Options, pgschema.Name, error) {
 	if o.Prefix == "" {
 		o.Prefix = DefaultPrefix
 	}
