@@ -124,7 +124,9 @@ if r[2] then
   end
 end
 token = string.format('%.0f', token)
-redis.call('DEL', KEYS[1])
+if state then
+  redis.call('DEL', KEYS[1]) -- a release tombstone: start afresh
+end
 redis.call('HSET', KEYS[1], 's', '1', 't', token, 'f', ARGV[1], 'n', ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return {1, token}
