@@ -16,6 +16,10 @@
 // compare the token and the state inside the script and change nothing
 // unless the token still holds the claim.
 //
+// Calls made while a few others are already on their way to Redis queue up
+// and are sent together as one pipeline, each still its own script on its
+// own key; a call whose context ends while it waits is never sent.
+//
 // Deadlines are kept by PEXPIRE, on the Redis server's clock: an
 // in-progress record lives for its lease, a completed one for its
 // retention, and then it is simply gone, so the key is absent again.

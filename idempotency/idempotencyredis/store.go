@@ -42,6 +42,7 @@ func (o Options) withDefaults() (Options, error) {
 type Store struct {
 	client redis.UniversalClient
 	prefix string
+	pipe   pipeliner // see pipeline.go
 }
 
 var _ idempotency.Store = (*Store)(nil)
@@ -186,7 +187,7 @@ func (s *Store) Claim(ctx context.Context, key, fingerprint string, lease time.D
 	if err != nil {
 		return idempotency.Claim{}, err
 	}
-	v, err := claimScript.Run(ctx, s.client, []string{s.recordKey(key)}, fingerprint, ms, nonce()).Slice()
+	v, err := s.run(ctx, claimScript, []string{s.recordKey(key)}, fingerprint, ms, nonce()).Slice()
 	if err != nil {
 		return idempotency.Claim{}, fmt.Errorf("idempotencyredis: claim: %w", err)
 	}
@@ -233,7 +234,7 @@ func (s *Store) Extend(ctx context.Context, key string, token int64, lease time.
 	if err != nil {
 		return err
 	}
-	return held("extend", extendScript.Run(ctx, s.client, []string{s.recordKey(key)},
+	return held("extend", s.run(ctx, extendScript, []string{s.recordKey(key)},
 		strconv.FormatInt(token, 10), ms))
 }
 
@@ -245,13 +246,13 @@ func (s *Store) Complete(ctx context.Context, key string, token int64, result []
 	if err != nil {
 		return err
 	}
-	return held("complete", completeScript.Run(ctx, s.client, []string{s.recordKey(key)},
+	return held("complete", s.run(ctx, completeScript, []string{s.recordKey(key)},
 		strconv.FormatInt(token, 10), result, ms, nonce()))
 }
 
 // Release implements [idempotency.Store].
 func (s *Store) Release(ctx context.Context, key string, token int64) error {
-	return held("release", releaseScript.Run(ctx, s.client, []string{s.recordKey(key)},
+	return held("release", s.run(ctx, releaseScript, []string{s.recordKey(key)},
 		strconv.FormatInt(token, 10), nonce()))
 }
 

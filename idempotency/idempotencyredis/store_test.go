@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync"
@@ -488,4 +489,67 @@ func TestContextCanceled(t *testing.T) {
 	n, err := client.Exists(t.Context(), s.recordKey("k")).Result()
 	require.NoError(t, err)
 	require.Zero(t, n)
+}
+
+// TestNoScriptInBatches flushes the script cache while 64 goroutines claim
+// and complete distinct keys, so NOSCRIPT replies arrive inside pipelined
+// batches: every call must still succeed exactly once, and cancelled
+// callers must take nothing.
+func TestNoScriptInBatches(t *testing.T) {
+	t.Parallel()
+	s, client := newStore(t)
+	ctx := t.Context()
+	const workers, perWorker = 64, 30
+	var wg sync.WaitGroup
+	errs := make(chan error, workers*perWorker)
+	for w := range workers {
+		wg.Go(func() {
+			for i := range perWorker {
+				if i%10 == 0 && w == 0 {
+					if err := client.ScriptFlush(ctx).Err(); err != nil {
+						errs <- err
+					}
+				}
+				key := fmt.Sprintf("b-%d-%d", w, i)
+				c, err := s.Claim(ctx, key, "fp", time.Minute)
+				if err != nil {
+					errs <- fmt.Errorf("claim %s: %w", key, err)
+					continue
+				}
+				if c.Status != idempotency.Claimed {
+					errs <- fmt.Errorf("claim %s: %v", key, c.Status)
+					continue
+				}
+				if err := s.Complete(ctx, key, c.Token, []byte(key), time.Minute); err != nil {
+					errs <- fmt.Errorf("complete %s: %w", key, err)
+				}
+			}
+		})
+	}
+	// Callers whose context is already done take nothing.
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+	for i := range 50 {
+		_, err := s.Claim(done, fmt.Sprintf("cancelled-%d", i), "", time.Minute)
+		require.ErrorIs(t, err, context.Canceled)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	for w := range workers {
+		for i := range perWorker {
+			key := fmt.Sprintf("b-%d-%d", w, i)
+			c, err := s.Claim(ctx, key, "fp", time.Minute)
+			require.NoError(t, err)
+			require.Equal(t, idempotency.Completed, c.Status, key)
+			require.Equal(t, []byte(key), c.Result)
+		}
+	}
+	for i := range 50 {
+		c, err := s.Claim(ctx, fmt.Sprintf("cancelled-%d", i), "", time.Minute)
+		require.NoError(t, err)
+		require.Equal(t, idempotency.Claimed, c.Status, "a cancelled call left nothing behind")
+	}
 }
