@@ -42,7 +42,9 @@ func KeyFromHeader(name string) KeyFunc {
 // KeyFromContent uses a SHA-256 hash of namespace, Key, Body and Headers
 // as the key, for producers that give no stable ID: two messages with the
 // same content are one effect. The namespace keeps equal payloads of
-// unrelated streams apart.
+// unrelated streams apart. Headers that change with every publish (trace
+// context such as traceparent, timestamps) make every copy a new key: use
+// it only where such headers are not set, or derive the key yourself.
 func KeyFromContent(namespace string) KeyFunc {
 	return func(msg *consumer.Message) (string, error) {
 		return namespace + ":" + contentHash(namespace, msg, true), nil
