@@ -31,6 +31,11 @@ const replayLease = time.Minute
 // entry again: consumers dedupe it by ID. When a publish fails, Replay
 // stops and returns the error with what it did so far; the failed entry
 // stays parked.
+//
+// A broker that deduplicates by message ID itself (NATS JetStream's
+// Nats-Msg-Id window) would drop a replay that falls within its window:
+// replay through a publisher that does not set it (the jetstream driver's
+// PublisherOptions.NoDedupe).
 func Replay(ctx context.Context, store Store, pub consumer.Publisher, f Filter) (ReplayResult, error) {
 	var res ReplayResult
 	cursor := ""
