@@ -68,13 +68,7 @@ var (
 func Middleware(g Guard) consumer.Middleware {
 	return func(next consumer.Handler) consumer.Handler {
 		return consumer.HandlerFunc(func(ctx context.Context, msg *consumer.Message) error {
-			t, err := g.enter(ctx)
-			if err != nil {
-				return deferred(err)
-			}
-			err = next.Handle(ctx, msg)
-			g.exit(t, err)
-			return err
+			return guarded(ctx, g, next, msg)
 		})
 	}
 }
@@ -85,16 +79,20 @@ func Middleware(g Guard) consumer.Middleware {
 func KeyedMiddleware(bs *Breakers, key func(*consumer.Message) string) consumer.Middleware {
 	return func(next consumer.Handler) consumer.Handler {
 		return consumer.HandlerFunc(func(ctx context.Context, msg *consumer.Message) error {
-			b := bs.Get(key(msg))
-			t, err := b.Allow()
-			if err != nil {
-				return deferred(err)
-			}
-			err = next.Handle(ctx, msg)
-			b.Record(t, err)
-			return err
+			return guarded(ctx, bs.Get(key(msg)), next, msg)
 		})
 	}
+}
+
+// guarded runs next behind g, deferring the message when g rejects it.
+func guarded(ctx context.Context, g Guard, next consumer.Handler, msg *consumer.Message) error {
+	t, err := g.enter(ctx)
+	if err != nil {
+		return deferred(err)
+	}
+	err = next.Handle(ctx, msg)
+	g.exit(t, err)
+	return err
 }
 
 // deferred turns a rejection into a redelivery after its hint, stretched

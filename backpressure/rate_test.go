@@ -13,6 +13,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/idemq/idemq/consumer"
+	"github.com/idemq/idemq/internal/observetest"
 )
 
 const rateHangGuard = time.Minute
@@ -47,28 +48,6 @@ func (f *rateTimer) after(d time.Duration) (<-chan time.Time, func() bool) {
 	return f.fire, func() bool { return true }
 }
 
-type rateObserver struct {
-	mu     sync.Mutex
-	counts map[string]int64
-}
-
-func (o *rateObserver) Count(name string, delta int64) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.counts == nil {
-		o.counts = make(map[string]int64)
-	}
-	o.counts[name] += delta
-}
-
-func (o *rateObserver) Observe(string, time.Duration) {}
-
-func (o *rateObserver) get(name string) int64 {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.counts[name]
-}
-
 // newFakeRateLimiter returns a limiter on a fake clock set to t0 and a fake
 // timer.
 func newFakeRateLimiter(t *testing.T, opts RateOptions) (*RateLimiter, *rateClock, *rateTimer, time.Time) {
@@ -101,7 +80,7 @@ func rateWaitAsync(ctx context.Context, l *RateLimiter) <-chan error {
 
 func TestRateLimiterRejectsWithoutWaiting(t *testing.T) {
 	t.Parallel()
-	obs := &rateObserver{}
+	obs := &observetest.Counts{}
 	l, clock, _, t0 := newFakeRateLimiter(t, RateOptions{Name: "payments", Rate: 10, Burst: 5, Observer: obs})
 	ctx := context.Background()
 
@@ -120,18 +99,18 @@ func TestRateLimiterRejectsWithoutWaiting(t *testing.T) {
 	hint, ok := RetryAfterHint(err)
 	require.True(t, ok)
 	require.Equal(t, rej.RetryAfter, hint)
-	require.EqualValues(t, 1, obs.get(MetricAdmissionRejects))
+	require.EqualValues(t, 1, obs.Get(MetricAdmissionRejects))
 
 	// The rejection took nothing: the token due at RetryAfter is free then.
 	clock.Set(t0.Add(rej.RetryAfter))
 	require.True(t, l.Allow())
 	require.False(t, l.Allow())
-	require.EqualValues(t, 2, obs.get(MetricAdmissionRejects), "a refused Allow counts too")
+	require.EqualValues(t, 2, obs.Get(MetricAdmissionRejects), "a refused Allow counts too")
 }
 
 func TestRateLimiterWaitsWithinMaxWait(t *testing.T) {
 	t.Parallel()
-	obs := &rateObserver{}
+	obs := &observetest.Counts{}
 	l, clock, timer, t0 := newFakeRateLimiter(t, RateOptions{Rate: 10, Burst: 5, MaxWait: 100 * time.Millisecond, Observer: obs})
 	ctx := context.Background()
 	for range 5 {
@@ -147,7 +126,7 @@ func TestRateLimiterWaitsWithinMaxWait(t *testing.T) {
 	}
 	timer.fire <- t0.Add(100 * time.Millisecond)
 	require.NoError(t, rateRecv(t, done))
-	require.Zero(t, obs.get(MetricAdmissionRejects))
+	require.Zero(t, obs.Get(MetricAdmissionRejects))
 
 	// The waiter used the token due at t0+100ms.
 	clock.Set(t0.Add(100 * time.Millisecond))

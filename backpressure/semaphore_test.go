@@ -13,27 +13,8 @@ import (
 
 	"github.com/idemq/idemq/backpressure"
 	"github.com/idemq/idemq/consumer"
+	"github.com/idemq/idemq/internal/observetest"
 )
-
-type counts struct {
-	mu sync.Mutex
-	m  map[string]int64
-}
-
-func (c *counts) Count(name string, d int64) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m == nil {
-		c.m = map[string]int64{}
-	}
-	c.m[name] += d
-}
-func (c *counts) Observe(string, time.Duration) {}
-func (c *counts) get(name string) int64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.m[name]
-}
 
 // TestSemaphoreBound: 1,000 goroutines through a semaphore of 10 never
 // exceed 10 at once, and do reach it.
@@ -157,13 +138,13 @@ func TestSemaphoreFIFOAndSetLimit(t *testing.T) {
 
 func TestAdmission(t *testing.T) {
 	t.Parallel()
-	obs := &counts{}
+	obs := &observetest.Counts{}
 	a, err := backpressure.NewAdmission(backpressure.AdmissionOptions{
 		Name: "payments", Limit: 2, MaxWait: time.Hour, MaxQueue: 1, RetryAfter: 3 * time.Second, Observer: obs})
 	require.NoError(t, err)
 	require.NoError(t, a.Acquire(context.Background()))
 	require.NoError(t, a.Acquire(context.Background()))
-	require.Equal(t, int64(2), obs.get(backpressure.MetricAdmissionInflight))
+	require.Equal(t, int64(2), obs.Get(backpressure.MetricAdmissionInflight))
 
 	// One caller may wait...
 	waited := make(chan error, 1)
@@ -188,8 +169,8 @@ func TestAdmission(t *testing.T) {
 	require.Equal(t, 2, a.InFlight())
 	a.Release()
 	a.Release()
-	require.Equal(t, int64(1), obs.get(backpressure.MetricAdmissionRejects))
-	require.Zero(t, obs.get(backpressure.MetricAdmissionInflight))
+	require.Equal(t, int64(1), obs.Get(backpressure.MetricAdmissionRejects))
+	require.Zero(t, obs.Get(backpressure.MetricAdmissionInflight))
 }
 
 func TestAdmissionWaitLimits(t *testing.T) {
@@ -234,10 +215,10 @@ func TestAdmissionWaitLimits(t *testing.T) {
 
 func TestAIMDOutcomes(t *testing.T) {
 	t.Parallel()
-	obs := &counts{}
+	obs := &observetest.Counts{}
 	l, err := backpressure.NewAIMD(backpressure.AIMDOptions{Initial: 10, Min: 2, Max: 12, Observer: obs})
 	require.NoError(t, err)
-	require.Equal(t, int64(10), obs.get(backpressure.MetricConcurrencyLimit))
+	require.Equal(t, int64(10), obs.Get(backpressure.MetricConcurrencyLimit))
 
 	// Ten calls in flight; the first drop cuts the limit to 9; the other
 	// drops of calls admitted before the cut change nothing.
@@ -252,8 +233,8 @@ func TestAIMDOutcomes(t *testing.T) {
 		l.Release(p, context.DeadlineExceeded)
 	}
 	require.Equal(t, 9, l.Limit())
-	require.Equal(t, int64(5), obs.get(backpressure.MetricBackpressureDrops))
-	require.Equal(t, int64(9), obs.get(backpressure.MetricConcurrencyLimit))
+	require.Equal(t, int64(5), obs.Get(backpressure.MetricBackpressureDrops))
+	require.Equal(t, int64(9), obs.Get(backpressure.MetricConcurrencyLimit))
 
 	// Cancellation is ignored; other errors count as answers.
 	l.Release(permits[5], context.Canceled)

@@ -82,7 +82,7 @@ func (q *MemQueue) Publish(ctx context.Context, msgs ...Message) error {
 		e.msg = msgs[i]
 		e.msg.Attempt = 0
 		if e.msg.ID == "" {
-			e.msg.ID = newID()
+			e.msg.ID = NewMessageID()
 		}
 		if e.msg.EnqueuedAt.IsZero() {
 			e.msg.EnqueuedAt = now
@@ -358,8 +358,9 @@ func (h *entryHeap) Pop() any {
 	return e
 }
 
-// newID returns a random 128-bit identifier in hex.
-func newID() string {
+// NewMessageID returns a random 128-bit message ID in hex, the ID
+// publishers give a message that has none.
+func NewMessageID() string {
 	var b [16]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		panic(errors.Join(errors.New("consumer: reading random bytes"), err))

@@ -17,38 +17,9 @@ import (
 	"github.com/idemq/idemq/idempotency"
 	"github.com/idemq/idemq/idempotency/idempotencypg"
 	"github.com/idemq/idemq/idempotency/idempotencyredis"
+	"github.com/idemq/idemq/internal/observetest"
 	"github.com/idemq/idemq/internal/testenv"
 )
-
-// counting is an Observer shared by several consumers; it signals once
-// MetricProcessed reaches a target.
-type counting struct {
-	mu     sync.Mutex
-	counts map[string]int64
-	target int64
-	done   chan struct{}
-}
-
-func newCounting(target int64) *counting {
-	return &counting{counts: map[string]int64{}, target: target, done: make(chan struct{})}
-}
-
-func (c *counting) Count(name string, delta int64) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.counts[name] += delta
-	if name == consumer.MetricProcessed && c.counts[name] == c.target {
-		close(c.done)
-	}
-}
-
-func (c *counting) Observe(string, time.Duration) {}
-
-func (c *counting) get(name string) int64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.counts[name]
-}
 
 // effectMode is how a scenario wraps its handler: with the idempotency
 // middleware over a Store, or with the transactional inbox.
@@ -111,10 +82,11 @@ func counterTable(t *testing.T, pool *pgxpool.Pool, n int) {
 	require.NoError(t, err)
 }
 
-// runConsumers runs k consumers on q with h until obs has seen every
-// message acked, then stops them.
-func runConsumers(t *testing.T, q *consumer.MemQueue, h consumer.Handler, k int, obs *counting) {
+// runConsumers runs k consumers on q with h until obs has seen acks
+// messages acked, then stops them.
+func runConsumers(t *testing.T, q *consumer.MemQueue, h consumer.Handler, k int, obs *observetest.Counts, acks int64) {
 	t.Helper()
+	acked := obs.Reached(consumer.MetricProcessed, acks)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var wg sync.WaitGroup
@@ -129,9 +101,9 @@ func runConsumers(t *testing.T, q *consumer.MemQueue, h consumer.Handler, k int,
 		go func() { defer wg.Done(); errs <- c.Run(ctx) }()
 	}
 	select {
-	case <-obs.done:
+	case <-acked:
 	case <-time.After(2 * time.Minute):
-		t.Errorf("only %d messages acked", obs.get(consumer.MetricProcessed))
+		t.Errorf("only %d messages acked", obs.Get(consumer.MetricProcessed))
 	}
 	cancel()
 	wg.Wait()
@@ -151,7 +123,7 @@ func TestOneEffectPerMessage(t *testing.T) {
 			t.Parallel()
 			pool := testenv.Postgres(t)
 			counterTable(t, pool, messages)
-			obs := newCounting(messages * copies)
+			obs := &observetest.Counts{}
 			mw, bump := mode.setup(t, pool, obs)
 
 			q, err := consumer.NewMemQueue(consumer.MemQueueConfig{})
@@ -170,7 +142,7 @@ func TestOneEffectPerMessage(t *testing.T) {
 				calls.Add(1)
 				return bump(ctx, m.ID)
 			}))
-			runConsumers(t, q, h, consumers, obs)
+			runConsumers(t, q, h, consumers, obs, messages*copies)
 
 			var wrong, total int
 			require.NoError(t, pool.QueryRow(context.Background(),
@@ -178,7 +150,7 @@ func TestOneEffectPerMessage(t *testing.T) {
 			require.Zero(t, wrong, "counters not exactly 1")
 			require.Equal(t, messages, total)
 			require.Equal(t, int64(messages), calls.Load(), "handler calls")
-			require.Equal(t, int64(messages*(copies-1)), obs.get(idempotency.MetricDuplicatesSkipped))
+			require.Equal(t, int64(messages*(copies-1)), obs.Get(idempotency.MetricDuplicatesSkipped))
 			require.Equal(t, consumer.MemQueueStats{}, q.Stats())
 		})
 	}
@@ -192,7 +164,7 @@ func TestFailingHandlerIsNotDroppedAsDuplicate(t *testing.T) {
 			t.Parallel()
 			pool := testenv.Postgres(t)
 			counterTable(t, pool, 1)
-			obs := newCounting(1)
+			obs := &observetest.Counts{}
 			mw, bump := mode.setup(t, pool, obs)
 			q, err := consumer.NewMemQueue(consumer.MemQueueConfig{})
 			require.NoError(t, err)
@@ -215,12 +187,12 @@ func TestFailingHandlerIsNotDroppedAsDuplicate(t *testing.T) {
 				}
 				return nil
 			}))
-			runConsumers(t, q, h, 1, obs)
+			runConsumers(t, q, h, 1, obs, 1)
 			var n int
 			require.NoError(t, pool.QueryRow(context.Background(), "SELECT n FROM counters WHERE id = 'm0'").Scan(&n))
 			require.Equal(t, 1, n)
 			require.Equal(t, int32(6), calls.Load())
-			require.Equal(t, int64(5), obs.get(consumer.MetricRetries))
+			require.Equal(t, int64(5), obs.Get(consumer.MetricRetries))
 		})
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,31 +13,10 @@ import (
 
 	"github.com/idemq/idemq/consumer"
 	"github.com/idemq/idemq/idempotency"
+	"github.com/idemq/idemq/internal/observetest"
 )
 
 var quietLog = slog.New(slog.DiscardHandler)
-
-type countObserver struct {
-	mu     sync.Mutex
-	counts map[string]int64
-}
-
-func (o *countObserver) Count(name string, d int64) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.counts == nil {
-		o.counts = map[string]int64{}
-	}
-	o.counts[name] += d
-}
-
-func (o *countObserver) Observe(string, time.Duration) {}
-
-func (o *countObserver) get(name string) int64 {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.counts[name]
-}
 
 func wrap(t *testing.T, opts idempotency.Options, h consumer.HandlerFunc) consumer.Handler {
 	t.Helper()
@@ -75,7 +53,7 @@ func TestMiddlewareOptions(t *testing.T) {
 
 func TestMiddlewareSkipsCompletedDuplicates(t *testing.T) {
 	t.Parallel()
-	obs := &countObserver{}
+	obs := &observetest.Counts{}
 	var calls atomic.Int32
 	h := wrap(t, idempotency.Options{Store: idempotency.NewMemoryStore(), Observer: obs},
 		func(context.Context, *consumer.Message) error { calls.Add(1); return nil })
@@ -84,7 +62,7 @@ func TestMiddlewareSkipsCompletedDuplicates(t *testing.T) {
 	}
 	require.NoError(t, h.Handle(context.Background(), msg("m2", "body")))
 	require.Equal(t, int32(2), calls.Load())
-	require.Equal(t, int64(2), obs.get(idempotency.MetricDuplicatesSkipped))
+	require.Equal(t, int64(2), obs.Get(idempotency.MetricDuplicatesSkipped))
 }
 
 func TestMiddlewareReleasesOnFailure(t *testing.T) {
@@ -301,7 +279,7 @@ func TestMiddlewareWithConsumer(t *testing.T) {
 	q, err := consumer.NewMemQueue(consumer.MemQueueConfig{})
 	require.NoError(t, err)
 	store := idempotency.NewMemoryStore()
-	obs := &countObserver{}
+	obs := &observetest.Counts{}
 	var attempts, effects atomic.Int32
 	done := make(chan struct{})
 	mw, err := idempotency.Middleware(idempotency.Options{Store: store, Observer: obs, InProgressDelay: time.Millisecond, Logger: quietLog})
@@ -334,5 +312,5 @@ func TestMiddlewareWithConsumer(t *testing.T) {
 	require.NoError(t, <-errc)
 	require.Equal(t, int32(2), effects.Load())
 	require.Equal(t, int32(6), attempts.Load())
-	require.Equal(t, int64(2), obs.get(idempotency.MetricDuplicatesSkipped))
+	require.Equal(t, int64(2), obs.Get(idempotency.MetricDuplicatesSkipped))
 }

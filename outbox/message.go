@@ -1,8 +1,6 @@
 package outbox
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"strings"
 	"unicode/utf8"
@@ -51,11 +49,4 @@ func checkText(s string) error {
 		return errText
 	}
 	return nil
-}
-
-// newID returns a random 128-bit identifier in hex.
-func newID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:]) // never fails since Go 1.24
-	return hex.EncodeToString(b[:])
 }

@@ -82,9 +82,6 @@ func Schema(opts Options) (string, error) {
 // the statements run as one transaction under an advisory lock. A schema
 // named in [Options.Table] must exist. Only [Options.Table] matters to it.
 func Migrate(ctx context.Context, db DBTX, opts Options) error {
-	if db == nil {
-		return errors.New("outbox: nil DBTX")
-	}
 	t, err := opts.table()
 	if err != nil {
 		return err

@@ -7,6 +7,8 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/idemq/idemq/consumer"
 )
 
 // Writer enqueues events into an outbox. It holds no connection: each call
@@ -72,7 +74,7 @@ func (w *Writer) Enqueue(ctx context.Context, tx DBTX, msgs ...Message) error {
 		m := &msgs[i]
 		id := m.ID
 		if id == "" {
-			id = newID()
+			id = consumer.NewMessageID()
 		}
 		if err := checkText(id); err != nil {
 			return fmt.Errorf("outbox: enqueue message %d: ID %q: %w", i, id, err)

@@ -1,7 +1,6 @@
 package amqp
 
 import (
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -61,7 +60,7 @@ func encode(m *consumer.Message, now time.Time) (amqp.Publishing, error) {
 	}
 	id := m.ID
 	if id == "" {
-		id = newID()
+		id = consumer.NewMessageID()
 	}
 	enqueued := m.EnqueuedAt
 	if enqueued.IsZero() {
@@ -217,11 +216,4 @@ func republish(d *amqp.Delivery, attempt int, due time.Time) amqp.Publishing {
 		AppId:           d.AppId,
 		Body:            d.Body,
 	}
-}
-
-// newID returns a random 128-bit identifier in hex.
-func newID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:]) // never fails since Go 1.24
-	return hex.EncodeToString(b[:])
 }

@@ -2,8 +2,6 @@ package jetstream
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -119,7 +117,7 @@ func (p *Publisher) Publish(ctx context.Context, msgs ...consumer.Message) error
 	for i := range msgs {
 		m := msgs[i] // a copy: the caller's message stays as it was
 		if m.ID == "" {
-			m.ID = newID()
+			m.ID = consumer.NewMessageID()
 		}
 		if m.EnqueuedAt.IsZero() {
 			m.EnqueuedAt = now
@@ -181,11 +179,4 @@ func strContainsWildcard(subject string) bool {
 		}
 	}
 	return false
-}
-
-// newID returns a random 128-bit identifier in hex.
-func newID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:]) // never fails since Go 1.24
-	return hex.EncodeToString(b[:])
 }

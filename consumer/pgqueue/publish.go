@@ -2,8 +2,6 @@ package pgqueue
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -74,7 +72,7 @@ func (p *Publisher) Publish(ctx context.Context, msgs ...consumer.Message) error
 		m := &msgs[i]
 		id := m.ID
 		if id == "" {
-			id = newID()
+			id = consumer.NewMessageID()
 		}
 		if err := checkText(id); err != nil {
 			return fmt.Errorf("pgqueue: publish message %d: ID %q: %w", i, id, err)
@@ -121,11 +119,4 @@ func checkText(s string) error {
 		return errText
 	}
 	return nil
-}
-
-// newID returns a random 128-bit identifier in hex.
-func newID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:]) // never fails since Go 1.24
-	return hex.EncodeToString(b[:])
 }

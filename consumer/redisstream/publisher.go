@@ -2,8 +2,6 @@ package redisstream
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
@@ -85,7 +83,7 @@ func (p *Publisher) Publish(ctx context.Context, msgs ...consumer.Message) error
 		for i := range chunk {
 			m := chunk[i] // a copy: the caller's message stays as it was
 			if m.ID == "" {
-				m.ID = newID()
+				m.ID = consumer.NewMessageID()
 			}
 			if m.EnqueuedAt.IsZero() {
 				m.EnqueuedAt = now
@@ -102,11 +100,4 @@ func (p *Publisher) Publish(ctx context.Context, msgs ...consumer.Message) error
 		}
 	}
 	return nil
-}
-
-// newID returns a random 128-bit identifier in hex.
-func newID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:]) // never fails since Go 1.24
-	return hex.EncodeToString(b[:])
 }

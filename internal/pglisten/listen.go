@@ -11,10 +11,11 @@
 package pglisten
 
 import (
+	"github.com/idemq/idemq/consumer"
+
 	"context"
 	"errors"
 	"log/slog"
-	"math/rand/v2"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -127,11 +128,7 @@ func (l *Listener) run(ctx context.Context) {
 // from 1: equal jitter over an exponential ceiling from [RetryMin] to
 // [RetryMax].
 func RetryDelay(failures int) time.Duration {
-	ceil := RetryMax
-	if failures < 20 {
-		ceil = min(RetryMax, RetryMin<<(max(failures, 1)-1))
-	}
-	return ceil/2 + rand.N(ceil/2+1)
+	return consumer.Backoff{Initial: RetryMin, Max: RetryMax, Jitter: consumer.EqualJitter}.Delay(failures)
 }
 
 // session connects, listens and relays notifications until the connection

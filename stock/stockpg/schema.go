@@ -84,12 +84,9 @@ func Schema(opts Options) (string, error) {
 // statements run as one transaction under an advisory lock. A schema named
 // in [Options.Prefix] must exist.
 func Migrate(ctx context.Context, db DBTX, opts Options) error {
-	if db == nil {
-		return errors.New("stockpg: nil DBTX")
-	}
 	_, p, err := opts.withDefaults()
 	if err != nil {
 		return err
 	}
-	return pgschema.Migrate(ctx, db, "stockpg", p.Sibling("_items"), schemaSQL(p))
+	return pgschema.Migrate(ctx, db, "stockpg", p.Sibling(itemsSuffix), schemaSQL(p))
 }
