@@ -2,8 +2,8 @@ package outbox
 
 import (
 	"errors"
-	"strings"
-	"unicode/utf8"
+
+	"github.com/idemq/idemq/internal/pgschema"
 )
 
 // Message is one event to publish.
@@ -45,7 +45,7 @@ var errText = errors.New("not UTF-8 text without NUL bytes")
 // checkText accepts what a PostgreSQL text (and a jsonb string) keeps as
 // is.
 func checkText(s string) error {
-	if !utf8.ValidString(s) || strings.IndexByte(s, 0) >= 0 {
+	if !pgschema.IsText(s) {
 		return errText
 	}
 	return nil

@@ -5,9 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/idemq/idemq/internal/pgschema"
 )
@@ -94,7 +92,7 @@ func (o Options) withDefaults() (Options, pgschema.Name, error) {
 	if o.Queue == "" {
 		o.Queue = DefaultQueue
 	}
-	if !utf8.ValidString(o.Queue) || strings.IndexByte(o.Queue, 0) >= 0 {
+	if !pgschema.IsText(o.Queue) {
 		return o, t, fmt.Errorf("pgqueue: Queue %q is not UTF-8 text without NUL bytes", o.Queue)
 	}
 	switch {

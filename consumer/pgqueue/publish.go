@@ -5,12 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
-	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/idemq/idemq/consumer"
+	"github.com/idemq/idemq/internal/pgschema"
 )
 
 // Publisher is a [consumer.Publisher] that inserts into one queue of a
@@ -115,7 +114,7 @@ var errText = errors.New("not UTF-8 text without NUL bytes")
 // checkText accepts what a PostgreSQL text (and a jsonb string) keeps as
 // is.
 func checkText(s string) error {
-	if !utf8.ValidString(s) || strings.IndexByte(s, 0) >= 0 {
+	if !pgschema.IsText(s) {
 		return errText
 	}
 	return nil

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 
@@ -248,11 +247,11 @@ func putArgs(e dlq.Entry) ([]any, error) {
 	}
 	var headers any
 	if e.Message.Headers != nil {
-		// encoding/json would replace invalid UTF-8 silently; text columns
-		// refuse it, and so do headers.
+		// encoding/json would replace invalid UTF-8 silently, and jsonb
+		// refuses the \u0000 it writes for a NUL byte.
 		for k, v := range e.Message.Headers {
-			if !utf8.ValidString(k) || !utf8.ValidString(v) {
-				return nil, fmt.Errorf("dlqpg: put %s: header %q: not valid UTF-8", e.ID, k)
+			if !pgschema.IsText(k) || !pgschema.IsText(v) {
+				return nil, fmt.Errorf("dlqpg: put %s: header %q: not UTF-8 text without NUL bytes", e.ID, k)
 			}
 		}
 		b, err := json.Marshal(e.Message.Headers)

@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/idemq/idemq/dlq"
+	"github.com/idemq/idemq/internal/units"
 )
 
 // Defaults for the zero fields of [Options].
@@ -311,13 +312,7 @@ func (s *Store) reply(op, id string, cmd *redis.Cmd) error {
 
 // micros converts d to whole microseconds, rounding a positive remainder
 // up so that no positive lease becomes zero.
-func micros(d time.Duration) int64 {
-	us := int64(d / time.Microsecond)
-	if d%time.Microsecond > 0 {
-		us++
-	}
-	return us
-}
+func micros(d time.Duration) int64 { return units.Ceil(d, time.Microsecond) }
 
 // nonce returns a value unique to one call: a reservation token, or the
 // name of a call's receipt.

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 
@@ -175,7 +174,7 @@ func (h *inbox) key(msg *consumer.Message) (string, error) {
 	}
 	// PostgreSQL text refuses these; as a permanent failure they reach a
 	// dead-letter queue instead of failing at every redelivery.
-	if !utf8.ValidString(k) || strings.ContainsRune(k, 0) {
+	if !pgschema.IsText(k) {
 		return "", fmt.Errorf("idempotencypg: key for message %q is not UTF-8 text without NUL bytes", msg.ID)
 	}
 	return k, nil

@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/idemq/idemq/idempotency"
+	"github.com/idemq/idemq/internal/units"
 )
 
 // DefaultPrefix is the key prefix used when [Options.Prefix] is empty.
@@ -276,11 +277,7 @@ func millis(name string, d time.Duration) (int64, error) {
 	if d <= 0 {
 		return 0, fmt.Errorf("idempotencyredis: %s must be positive, got %v", name, d)
 	}
-	ms := int64(d / time.Millisecond)
-	if d%time.Millisecond != 0 {
-		ms++
-	}
-	return ms, nil
+	return units.Ceil(d, time.Millisecond), nil
 }
 
 // nonce returns a value unique to one call, so that a script run twice for

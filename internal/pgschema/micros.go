@@ -1,15 +1,13 @@
 package pgschema
 
-import "time"
+import (
+	"time"
+
+	"github.com/idemq/idemq/internal/units"
+)
 
 // Micros converts d to whole microseconds, PostgreSQL's resolution,
 // rounding a positive remainder up so that no positive duration becomes
 // zero and no lease, hold or delay ends earlier than asked. Negative
 // durations are truncated towards zero.
-func Micros(d time.Duration) int64 {
-	us := int64(d / time.Microsecond)
-	if d%time.Microsecond > 0 {
-		us++
-	}
-	return us
-}
+func Micros(d time.Duration) int64 { return units.Ceil(d, time.Microsecond) }
