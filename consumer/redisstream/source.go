@@ -348,29 +348,48 @@ func (s *Source) sweepDone(next string) {
 	}
 }
 
-// read blocks in XREADGROUP for up to block.
+// read blocks in XREADGROUP for up to block. The reply is read as it
+// comes, field list and all, as fetchScript's entries are: go-redis's
+// typed reply would put the fields in a map first.
 func (s *Source) read(ctx context.Context, n int, block time.Duration) ([]rawEntry, error) {
-	streams, err := s.client.XReadGroup(ctx, &redis.XReadGroupArgs{
-		Group:    s.group,
-		Consumer: s.name,
-		Streams:  []string{s.stream, ">"},
-		Count:    int64(n),
-		Block:    block,
-	}).Result()
+	v, err := s.client.Do(ctx, "XREADGROUP", "GROUP", s.group, s.name, "COUNT", n,
+		"BLOCK", block.Milliseconds(), "STREAMS", s.stream, ">").Result()
 	if errors.Is(err, redis.Nil) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, s.fail("read", err)
 	}
-	var entries []rawEntry
-	for _, st := range streams {
-		for _, m := range st.Messages {
-			fields := make([]any, 0, 2*len(m.Values))
-			for k, v := range m.Values {
-				fields = append(fields, k, v)
+	// One stream's entries: RESP3 answers a map of stream to entries,
+	// RESP2 a list of {stream, entries} pairs.
+	var lists []any
+	switch v := v.(type) {
+	case map[any]any:
+		for _, list := range v {
+			lists = append(lists, list)
+		}
+	case []any:
+		for _, st := range v {
+			pair, _ := st.([]any)
+			if len(pair) != 2 {
+				return nil, fmt.Errorf("redisstream: read: unexpected reply %v", st)
 			}
-			entries = append(entries, rawEntry{id: m.ID, count: 1, fields: fields})
+			lists = append(lists, pair[1])
+		}
+	default:
+		return nil, fmt.Errorf("redisstream: read: unexpected reply %v", v)
+	}
+	var entries []rawEntry
+	for _, l := range lists {
+		list, _ := l.([]any)
+		for _, x := range list {
+			e, _ := x.([]any) // {id, fields}
+			if len(e) != 2 {
+				return nil, fmt.Errorf("redisstream: read: unexpected entry %v", x)
+			}
+			id, _ := e[0].(string)
+			fields, _ := e[1].([]any)
+			entries = append(entries, rawEntry{id: id, count: 1, fields: fields})
 		}
 	}
 	return entries, nil

@@ -367,3 +367,41 @@ func TestFetchCancelledMidReadHandsBack(t *testing.T) {
 	require.NoError(t, d.Ack(t.Context()))
 	requireEmpty(t, client, src)
 }
+
+// TestBlockingReadBothProtocols publishes while a Fetch waits in
+// XREADGROUP, whose reply is a map under RESP3 and a list of pairs under
+// RESP2: either way the message arrives whole.
+func TestBlockingReadBothProtocols(t *testing.T) {
+	t.Parallel()
+	for _, protocol := range []int{2, 3} {
+		_, prefix := testenv.Redis(t)
+		client := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(), Protocol: protocol})
+		t.Cleanup(func() { _ = client.Close() })
+		src, err := redisstream.New(client, redisstream.Options{Stream: "s", Prefix: prefix, Block: 5 * time.Second})
+		require.NoError(t, err)
+		require.NoError(t, src.Setup(t.Context()))
+		type result struct {
+			ds  []consumer.Delivery
+			err error
+		}
+		res := make(chan result, 1)
+		go func() {
+			ds, err := src.Fetch(t.Context(), 1)
+			res <- result{ds, err}
+		}()
+		time.Sleep(200 * time.Millisecond) // let the read block
+		msg := consumer.Message{ID: "m", Key: "k", Body: []byte{0, 1, 0xff}, Headers: map[string]string{"a": "1", "b": ""}}
+		require.NoError(t, newPublisher(t, client, prefix, "s").Publish(t.Context(), msg))
+		r := <-res
+		require.NoError(t, r.err, "protocol %d", protocol)
+		require.Len(t, r.ds, 1, "protocol %d", protocol)
+		d := r.ds[0]
+		require.Equal(t, msg.ID, d.Message().ID, "protocol %d", protocol)
+		require.Equal(t, msg.Key, d.Message().Key, "protocol %d", protocol)
+		require.Equal(t, msg.Body, d.Message().Body, "protocol %d", protocol)
+		require.Equal(t, msg.Headers, d.Message().Headers, "protocol %d", protocol)
+		require.Equal(t, 1, d.Message().Attempt, "protocol %d", protocol)
+		require.NoError(t, d.Ack(t.Context()))
+		requireEmpty(t, client, src)
+	}
+}
