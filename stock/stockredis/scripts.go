@@ -7,11 +7,11 @@ import "github.com/redis/go-redis/v9"
 // slot and every script below runs on Redis Cluster unchanged:
 //
 //	<prefix>{<item>}:i          hash: the item (fields below)
+//	<prefix>{<item>}:r          hash: reservation ID -> its record (below)
 //	<prefix>{<item>}:h          sorted set: IDs of held reservations, scored by expiry (ms)
 //	<prefix>{<item>}:u          hash: holder -> units held or confirmed
 //	<prefix>{<item>}:c          list: a code item's codes not yet given out, in load order
 //	<prefix>{<item>}:a          set: every code ever loaded into the item
-//	<prefix>{<item>}:r:<id>     hash: one reservation (fields below)
 //	<prefix>{<item>}:n:<nonce>  string: receipt of a Restock or LoadCodes call
 //
 // Two keys stand outside every item's slot and are never touched by an
@@ -36,20 +36,20 @@ import "github.com/redis/go-redis/v9"
 //	              Only Reserve adds holds, and it keeps due at most the
 //	              expiry it adds; removing a hold leaves it a lower bound.
 //
-// Reservation fields:
+// A reservation is one field of the item's :r hash, so that a batch of
+// Reserves reads and writes all of its reservations with one command
+// each. Its value is
 //
-//	holder, qty
-//	state  "held", "confirmed", "released" or "expired"
-//	exp    expiry, ms since the Unix epoch on the server's clock
-//	codes  a confirmed code item's codes, each as "<length>:<bytes>"
-//	nonce  the nonce of the Reserve call that made it
+//	<state> <exp> <qty> <nonce> <n>:<codes><holder>
+//
+// with state "held", "confirmed", "released" or "expired"; exp the expiry
+// in ms since the Unix epoch on the server's clock; nonce that of the
+// Reserve call that made it; codes, for a confirmed code reservation, its
+// codes one after another, each as "<length>:<bytes>", and n their
+// length in bytes; and holder the rest.
 //
 // A reservation is in :h exactly while its state is "held"; only the
 // scripts below change either, always both, together with the counters.
-// The scripts reach reservation keys by name (base .. 'r:' .. id) without
-// declaring them: the names are built from the item's own key, so they
-// are always in the slot of the declared keys, which is all Redis Cluster
-// requires.
 
 // Reply status of every script: 1 (or 0 for scripts with nothing to
 // return) for success, a negative code for a refusal.
@@ -68,42 +68,216 @@ const (
 	stWrongKind   = -11
 )
 
-// luaItem is the start of every script that changes an item's units:
-// KEYS[1] item, KEYS[2] holds, KEYS[3] holders; ARGV[1] the item's base
-// ("<prefix>{<item>}:"). It sets now to the server's time in ms and defines
-// expire, which expires one hold, and expireDue, which expires holds whose
-// time has come, earliest first.
+// luaRecord reads and writes reservation records (see the layout above).
+// decode turns one into a table {state, exp, qty, nonce, codes, holder},
+// with exp and qty as numbers and, as written, as expS and qtyS, so that
+// a record is written back without formatting a number (Lua formats
+// numbers with sprintf, which costs more than the rest of a Reserve).
+// reply makes a script's reservation reply, {1, holder, qty, state, exp,
+// codes}, where a hold whose time has come reads as expired whether or
+// not a script has expired it yet. It expects now, the server's time in
+// ms.
+const luaRecord = `
+local function decode(v)
+  local state, expS, qtyS, nonce, n, at = string.match(v, '^(%a+) (%d+) (%d+) (%S*) (%d+):()')
+  n = tonumber(n)
+  return {state = state, exp = tonumber(expS), expS = expS, qty = tonumber(qtyS), qtyS = qtyS,
+    nonce = nonce, codes = string.sub(v, at, at + n - 1), holder = string.sub(v, at + n)}
+end
+
+local function encode(r)
+  local n = '0'
+  if r.codes ~= '' then
+    n = string.format('%d', #r.codes)
+  end
+  return r.state .. ' ' .. r.expS .. ' ' .. r.qtyS .. ' ' .. r.nonce .. ' ' .. n .. ':' .. r.codes .. r.holder
+end
+
+local function reply(r)
+  local state = r.state
+  if state == 'held' and r.exp <= now then
+    state = 'expired'
+  end
+  return {1, r.holder, r.qtyS, state, r.expS, r.codes}
+end
+`
+
+// luaNow sets now to the server's time in ms.
 //
 // TIME is allowed in a script that writes because Redis 7 replicates a
 // script's effects, not the script.
-const luaItem = `
-local item, holds, holders, base = KEYS[1], KEYS[2], KEYS[3], ARGV[1]
+const luaNow = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+`
+
+// luaItem is the start of every script that changes an item's units:
+// KEYS[1] item, KEYS[2] its reservations, KEYS[3] holds, KEYS[4] holders.
+//
+// A script reads what it needs once and works on local copies: load reads
+// the item's fields (false for an unknown item) into it and the counters
+// avail, held, confirmed and due; rec and units read a reservation and a
+// holder's count, the first time they are asked for (prefetch and
+// prefetchUnits read many in one command); put and addUnits change them.
+// flush writes every change back, with one command per key, and must run
+// before the script returns. Holds are added to :h by flush (adds: score,
+// ID, ...), and removed from it at once, so that the due holds left are
+// always those in :h.
+//
+// expire expires one hold, and expireDue holds whose time has come,
+// earliest first.
+const luaItem = luaNow + luaRecord + `
+local item, resv, holds, holders = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 
 local function num(s)
   return tonumber(s) or 0
 end
 
-local function addHolder(holder, q)
-  if redis.call('HINCRBY', holders, holder, q) <= 0 then
-    redis.call('HDEL', holders, holder)
+-- fmt formats an integer, once per value and script.
+local formatted = {}
+local function fmt(n)
+  local s = formatted[n]
+  if not s then
+    s = string.format('%d', n)
+    formatted[n] = s
+  end
+  return s
+end
+
+local it, avail, held, confirmed, due
+local itemDirty = false
+local recs, recsDirty = {}, {}
+local unitsOf, unitsDirty = {}, {}
+local adds = {}
+
+local function load()
+  local v = redis.call('HMGET', item, 'codes', 'disabled', 'reason', 'holder_limit',
+    'available', 'held', 'confirmed', 'due')
+  if not v[1] then
+    it = false
+    return false
+  end
+  it = {codes = v[1] == '1', disabled = v[2] == '1', reason = v[3] or '', limit = num(v[4])}
+  avail, held, confirmed, due = num(v[5]), num(v[6]), num(v[7]), num(v[8])
+  return it
+end
+
+local function prefetch(ids)
+  local want = {}
+  for _, id in ipairs(ids) do
+    if recs[id] == nil then
+      want[#want + 1] = id
+    end
+  end
+  if #want == 0 then
+    return
+  end
+  local v = redis.call('HMGET', resv, unpack(want))
+  for i, id in ipairs(want) do
+    recs[id] = v[i] and decode(v[i]) or false
   end
 end
 
--- expire ends the hold id if it is still held; returns 1 if it did.
+local function rec(id)
+  local r = recs[id]
+  if r == nil then
+    local v = redis.call('HGET', resv, id)
+    r = v and decode(v) or false
+    recs[id] = r
+  end
+  return r
+end
+
+local function put(id, r)
+  recs[id] = r
+  recsDirty[id] = true
+end
+
+local function prefetchUnits(hs)
+  local want, seen = {}, {}
+  for _, h in ipairs(hs) do
+    if unitsOf[h] == nil and not seen[h] then
+      want[#want + 1] = h
+      seen[h] = true
+    end
+  end
+  if #want == 0 then
+    return
+  end
+  local v = redis.call('HMGET', holders, unpack(want))
+  for i, h in ipairs(want) do
+    unitsOf[h] = num(v[i])
+  end
+end
+
+local function units(h)
+  local u = unitsOf[h]
+  if u == nil then
+    u = num(redis.call('HGET', holders, h))
+    unitsOf[h] = u
+  end
+  return u
+end
+
+local function addUnits(h, q)
+  unitsOf[h] = units(h) + q
+  unitsDirty[h] = true
+end
+
+-- chunked calls cmd on key with args, at most 512 at a time (an even
+-- number, for field-value pairs).
+local function chunked(cmd, key, args)
+  for i = 1, #args, 512 do
+    redis.call(cmd, key, unpack(args, i, math.min(i + 511, #args)))
+  end
+end
+
+local function flush()
+  if itemDirty then
+    if due then
+      redis.call('HSET', item, 'available', fmt(avail), 'held', fmt(held), 'confirmed', fmt(confirmed),
+        'due', fmt(due))
+    else
+      redis.call('HSET', item, 'available', fmt(avail), 'held', fmt(held), 'confirmed', fmt(confirmed))
+    end
+    itemDirty = false
+  end
+  local set = {}
+  for id in pairs(recsDirty) do
+    set[#set + 1] = id
+    set[#set + 1] = encode(recs[id])
+  end
+  chunked('HSET', resv, set)
+  recsDirty = {}
+  local del = {}
+  set = {}
+  for h in pairs(unitsDirty) do
+    local u = unitsOf[h]
+    if u > 0 then
+      set[#set + 1] = h
+      set[#set + 1] = fmt(u)
+    else
+      del[#del + 1] = h
+    end
+  end
+  chunked('HSET', holders, set)
+  chunked('HDEL', holders, del)
+  unitsDirty = {}
+  chunked('ZADD', holds, adds)
+  adds = {}
+end
+
+-- expire ends the hold id if it is still held, and returns 1 if it did.
+-- The caller removes id from the holds.
 local function expire(id)
-  redis.call('ZREM', holds, id)
-  local rk = base .. 'r:' .. id
-  local r = redis.call('HMGET', rk, 'state', 'qty', 'holder')
-  if r[1] ~= 'held' then
+  local r = rec(id)
+  if not r or r.state ~= 'held' then
     return 0
   end
-  local q = num(r[2])
-  redis.call('HSET', rk, 'state', 'expired')
-  redis.call('HINCRBY', item, 'held', -q)
-  redis.call('HINCRBY', item, 'available', q)
-  addHolder(r[3], -q)
+  r.state = 'expired'
+  put(id, r)
+  held, avail, itemDirty = held - r.qty, avail + r.qty, true
+  addUnits(r.holder, -r.qty)
   return 1
 end
 
@@ -125,6 +299,16 @@ local function expireDue(max)
     if #ids == 0 then
       break
     end
+    redis.call('ZREM', holds, unpack(ids))
+    prefetch(ids)
+    local hs = {}
+    for _, id in ipairs(ids) do
+      local r = recs[id]
+      if r then
+        hs[#hs + 1] = r.holder
+      end
+    end
+    prefetchUnits(hs)
     for _, id in ipairs(ids) do
       n = n + expire(id)
     end
@@ -133,31 +317,17 @@ local function expireDue(max)
 end
 `
 
-// luaReservation defines reservation, the reply for the reservation at rk:
-// {1, holder, qty, state, exp, codes}. A hold whose time has come reads
-// as expired whether or not a script has expired it yet.
-const luaReservation = `
-local function reservation(rk)
-  local r = redis.call('HMGET', rk, 'holder', 'qty', 'state', 'exp', 'codes')
-  local state = r[3]
-  if state == 'held' and tonumber(r[4]) <= now then
-    state = 'expired'
-  end
-  return {1, r[1], r[2], state, r[4], r[5] or ''}
-end
-`
-
 // sweepBatch is how many due holds a batch of Reserves expires before it
 // looks at the item, so that an item someone reserves stays swept without
 // Sweep.
 const sweepBatch = 100
 
-// reserveBatchScript: luaItem's keys and ARGV[1]; ARGV[2] how many due
-// holds to expire first; then five arguments per request, in order: ID,
-// holder, quantity, hold in ms, the call's nonce. It makes the requests
-// one after another, each exactly as if it ran alone at the same instant,
-// and replies one reply per request: {stOK, exp} for a reservation it
-// made (the rest is the request's), a reservation it found, {stConflict},
+// reserveBatchScript: luaItem's keys; ARGV[1] how many due holds to
+// expire first; then five arguments per request, in order: ID, holder,
+// quantity, hold in ms, the call's nonce. It makes the requests one after
+// another, each exactly as if it ran alone at the same instant, and
+// replies one reply per request: {stOK, exp} for a reservation it made
+// (the rest is the request's), a reservation it found, {stConflict},
 // {stUnknownItem}, or {refusal, available, reason}. A later request sees
 // what the earlier ones did: an ID reserved earlier in the batch is found
 // (or is a conflict), and units and holders' counts are taken in order.
@@ -168,56 +338,39 @@ const sweepBatch = 100
 // finds every reservation it made, so the undo works after a retry too.
 //
 // A refusal must not count a hold whose time has come, swept or not: past
-// the first ARGV[2] (expired once per batch), due holds are expired for
+// the first ARGV[1] (expired once per batch), due holds are expired for
 // as long as the answer would otherwise be a refusal. Each hold is
 // expired once, so the work is paid for by the holds that caused it.
 //
-// The item's counters are read once and kept in locals while requests
-// are granted, and written back with one HSET, and the new holds added
-// with one ZADD, at the end, or before anything that expires a hold
-// (expire changes the counters in the item itself, and reread picks them
-// up). No hold made in the batch can be due within it (every hold is at
-// least 1 ms past now), so the holds set need not list them until then.
-// The common case (a new ID, no hold due, units left, no holder limit)
-// is three commands per request: a read of the reservation, its write,
-// and the holder's count. Numbers go to Redis formatted with %d: passed
-// as Lua numbers, Redis would format each with %.17g, which costs several
-// times more. No path scans the holds or the holders: due holds are found
-// with ZRANGE BYSCORE LIMIT, and each is expired once.
-var reserveBatchScript = redis.NewScript(luaItem + luaReservation + `
-local it = redis.call('HMGET', item, 'disabled', 'reason', 'holder_limit', 'available', 'held', 'due')
-local avail, held, due = num(it[4]), num(it[5]), num(it[6])
-local limit = num(it[3])
--- dirty: avail, held and due have changes the item does not have yet,
--- and adds the holds the holds set does not list yet.
-local dirty, adds = false, {}
-local function sync()
-  if not dirty then
-    return
-  end
-  redis.call('HSET', item, 'available', string.format('%d', avail),
-    'held', string.format('%d', held), 'due', string.format('%d', due))
-  redis.call('ZADD', holds, unpack(adds))
-  dirty, adds = false, {}
+// The batch's reservations and its holders' counts are read with one
+// HMGET each, and everything it changes is written by flush at the end:
+// the common case (new IDs, no hold due, units left) costs eight commands,
+// TIME included, for the whole batch, whatever its size. No hold made in
+// the batch can be due within it (every hold is at least 1 ms past now),
+// so the holds set need not list them until then. No path scans the
+// holds or the holders: due holds are found with ZRANGE BYSCORE LIMIT,
+// and each is expired once.
+var reserveBatchScript = redis.NewScript(luaItem + `
+load()
+local ids, hs = {}, {}
+for i = 2, #ARGV, 5 do
+  ids[#ids + 1] = ARGV[i]
+  hs[#hs + 1] = ARGV[i + 1]
 end
-local function reread()
-  local c = redis.call('HMGET', item, 'available', 'held')
-  avail, held = num(c[1]), num(c[2])
+prefetch(ids)
+if it then
+  prefetchUnits(hs)
 end
+
 -- Before due, no hold is due and the holds need no look. After it, due
 -- becomes the earliest expiry of the holds left once the due ones are
--- expired (nil for none), or, if more were due than ARGV[2], the earliest
--- expiry before any was: either is a lower bound. This runs before any
--- request, so nothing is dirty.
-if it[1] and due <= now then
+-- expired (nil for none), or, if more were due than ARGV[1], the earliest
+-- expiry before any was: either is a lower bound.
+if it and due <= now then
   local first = redis.call('ZRANGE', holds, 0, 0, 'WITHSCORES')
   if first[2] and tonumber(first[2]) <= now then
-    local max = tonumber(ARGV[2])
-    local n = expireDue(max)
-    if n > 0 then
-      reread()
-    end
-    if n < max then
+    local max = tonumber(ARGV[1])
+    if expireDue(max) < max then
       first = redis.call('ZRANGE', holds, 0, 0, 'WITHSCORES')
     end
   end
@@ -226,76 +379,63 @@ end
 
 local function reserve(id, holder, qtyS, holdS, nonce)
   local qty = tonumber(qtyS)
-  local rk = base .. 'r:' .. id
-  if redis.call('EXISTS', rk) == 1 then
-    local r = redis.call('HMGET', rk, 'holder', 'qty', 'state', 'exp')
-    if r[1] ~= holder or num(r[2]) ~= qty then
+  local r = rec(id)
+  if r then
+    if r.holder ~= holder or r.qty ~= qty then
       return {-3}
     end
-    if r[3] == 'held' and num(r[4]) <= now then
-      sync()
+    if r.state == 'held' and r.exp <= now then
+      redis.call('ZREM', holds, id)
       expire(id)
-      reread()
     end
-    return reservation(rk)
+    return reply(r)
   end
-  if not it[1] then
+  if not it then
     return {-1}
   end
-  if it[1] == '1' then
-    return {-4, avail, it[2] or ''}
+  if it.disabled then
+    return {-4, avail, it.reason}
   end
-  if limit > 0 then
-    local function mine()
-      return num(redis.call('HGET', holders, holder))
+  if it.limit > 0 and units(holder) + qty > it.limit then
+    while units(holder) + qty > it.limit and hasDue() do
+      expireDue(100)
     end
-    if mine() + qty > limit then
-      if hasDue() then
-        sync()
-        repeat
-          expireDue(100)
-        until mine() + qty <= limit or not hasDue()
-        reread()
-      end
-      if mine() + qty > limit then
-        return {-5, avail, ''}
-      end
+    if units(holder) + qty > it.limit then
+      return {-5, avail, ''}
     end
   end
   if avail < qty then
-    if hasDue() then
-      sync()
-      repeat
-        expireDue(100)
-        reread()
-      until avail >= qty or not hasDue()
+    while avail < qty and hasDue() do
+      expireDue(100)
     end
     if avail < qty then
       return {-6, avail, ''}
     end
   end
   local exp = now + tonumber(holdS)
-  local expS = string.format('%d', exp)
-  redis.call('HSET', rk, 'holder', holder, 'qty', qtyS, 'state', 'held', 'exp', expS, 'nonce', nonce)
-  redis.call('HINCRBY', holders, holder, qtyS)
+  local expS = fmt(exp)
+  put(id, {state = 'held', exp = exp, expS = expS, qty = qty, qtyS = qtyS, nonce = nonce, codes = '',
+    holder = holder})
+  addUnits(holder, qty)
   adds[#adds + 1] = expS
   adds[#adds + 1] = id
-  avail, held, due, dirty = avail - qty, held + qty, math.min(due or exp, exp), true
+  avail, held, itemDirty = avail - qty, held + qty, true
+  due = math.min(due or exp, exp)
   return {1, expS}
 end
 
 local replies = {}
-for i = 3, #ARGV, 5 do
+for i = 2, #ARGV, 5 do
   replies[#replies + 1] = reserve(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4])
 end
-sync()
+flush()
 return replies
 `)
 
-// undoReserveScript: luaItem's keys and ARGV[1], KEYS[4] the reservation;
-// ARGV[2] ID, ARGV[3] the nonce of the Reserve to undo. It removes the
-// reservation, giving its units back if it still holds them, if and only
-// if that Reserve made it; replies 1 if it did, else 0.
+// undoReserveScript: luaItem's keys; ARGV[1] ID, ARGV[2] the nonce of the
+// Reserve to undo. It removes the reservation, giving its units back if
+// it still holds them, if and only if that Reserve made it; replies 1 if
+// it did, else 0.
 //
 // It runs only for a reservation whose ID is bound to another item. No
 // call can have been given that reservation (every Reserve of the ID for
@@ -303,122 +443,132 @@ return replies
 // other item), so removing it takes nothing from anyone; it can only be
 // held or expired.
 var undoReserveScript = redis.NewScript(luaItem + `
-local rk, id = KEYS[4], ARGV[2]
-local r = redis.call('HMGET', rk, 'nonce', 'state', 'qty', 'holder')
-if r[1] ~= ARGV[3] or (r[2] ~= 'held' and r[2] ~= 'expired') then
+local id = ARGV[1]
+local r = rec(id)
+if not r or r.nonce ~= ARGV[2] or (r.state ~= 'held' and r.state ~= 'expired') then
   return 0
 end
-if r[2] == 'held' then
-  local q = num(r[3])
+if r.state == 'held' then
+  load()
   redis.call('ZREM', holds, id)
-  redis.call('HINCRBY', item, 'held', -q)
-  redis.call('HINCRBY', item, 'available', q)
-  addHolder(r[4], -q)
+  held, avail, itemDirty = held - r.qty, avail + r.qty, true
+  addUnits(r.holder, -r.qty)
 end
-redis.call('DEL', rk)
+flush()
+redis.call('HDEL', resv, id)
 return 1
 `)
 
-// confirmScript: luaItem's keys and ARGV[1], KEYS[4] the item's free
-// codes, KEYS[5] the reservation; ARGV[2] ID. Replies the reservation,
-// {stNotFound}, {stExpired}, {stReleased} or {stNoCodes}. A confirmed
-// reservation is answered as it is, so a retry changes nothing.
-var confirmScript = redis.NewScript(luaItem + luaReservation + `
-local free, rk, id = KEYS[4], KEYS[5], ARGV[2]
-local r = redis.call('HMGET', rk, 'qty', 'state', 'exp')
-if not r[2] then
-  return {-2}
-end
-local state = r[2]
-if state == 'held' and num(r[3]) <= now then
-  expire(id)
-  state = 'expired'
-end
-if state == 'confirmed' then
-  return reservation(rk)
-elseif state == 'expired' then
-  return {-7}
-elseif state == 'released' then
-  return {-8}
-end
-local q = num(r[1])
-if redis.call('HGET', item, 'codes') == '1' then
-  if redis.call('LLEN', free) < q then
-    return {-10}
+// confirmScript: luaItem's keys, KEYS[5] the item's free codes; ARGV[1]
+// ID. Replies the reservation, {stNotFound}, {stExpired}, {stReleased} or
+// {stNoCodes}. A confirmed reservation is answered as it is, so a retry
+// changes nothing.
+var confirmScript = redis.NewScript(luaItem + `
+local free, id = KEYS[5], ARGV[1]
+local function confirm()
+  local r = rec(id)
+  if not r then
+    return {-2}
   end
-  local parts = {}
-  for i, c in ipairs(redis.call('LPOP', free, q)) do
-    parts[i] = #c .. ':' .. c
+  if r.state == 'held' and r.exp <= now then
+    load()
+    redis.call('ZREM', holds, id)
+    expire(id)
   end
-  redis.call('HSET', rk, 'codes', table.concat(parts))
+  if r.state == 'confirmed' then
+    return reply(r)
+  elseif r.state == 'expired' then
+    return {-7}
+  elseif r.state == 'released' then
+    return {-8}
+  end
+  load()
+  if it.codes then
+    if redis.call('LLEN', free) < r.qty then
+      return {-10}
+    end
+    local parts = {}
+    for i, c in ipairs(redis.call('LPOP', free, r.qty)) do
+      parts[i] = #c .. ':' .. c
+    end
+    r.codes = table.concat(parts)
+  end
+  r.state = 'confirmed'
+  put(id, r)
+  redis.call('ZREM', holds, id)
+  held, confirmed, itemDirty = held - r.qty, confirmed + r.qty, true
+  return reply(r)
 end
-redis.call('HSET', rk, 'state', 'confirmed')
-redis.call('ZREM', holds, id)
-redis.call('HINCRBY', item, 'held', -q)
-redis.call('HINCRBY', item, 'confirmed', q)
-return reservation(rk)
+local out = confirm()
+flush()
+return out
 `)
 
-// releaseScript: luaItem's keys and ARGV[1], KEYS[4] the reservation;
-// ARGV[2] ID. Replies 0, stNotFound or stConfirmed. Releasing a released
-// or expired reservation changes nothing, so a retry is harmless.
+// releaseScript: luaItem's keys; ARGV[1] ID. Replies 0, stNotFound or
+// stConfirmed. Releasing a released or expired reservation changes
+// nothing, so a retry is harmless.
 var releaseScript = redis.NewScript(luaItem + `
-local rk, id = KEYS[4], ARGV[2]
-local r = redis.call('HMGET', rk, 'qty', 'state', 'exp', 'holder')
-if not r[2] then
+local id = ARGV[1]
+local r = rec(id)
+if not r then
   return -2
 end
-if r[2] == 'confirmed' then
+if r.state == 'confirmed' then
   return -9
 end
-if r[2] ~= 'held' then
+if r.state ~= 'held' then
   return 0
 end
-if num(r[3]) <= now then
-  expire(id)
-  return 0
-end
-local q = num(r[1])
-redis.call('HSET', rk, 'state', 'released')
+load()
 redis.call('ZREM', holds, id)
-redis.call('HINCRBY', item, 'held', -q)
-redis.call('HINCRBY', item, 'available', q)
-addHolder(r[4], -q)
+if r.exp <= now then
+  expire(id)
+else
+  r.state = 'released'
+  put(id, r)
+  held, avail, itemDirty = held - r.qty, avail + r.qty, true
+  addUnits(r.holder, -r.qty)
+end
+flush()
 return 0
 `)
 
-// getScript: KEYS[1] the reservation. Replies the reservation or
-// {stNotFound}. It changes nothing: a hold whose time has come is reported
-// expired and left for the next script of its item to expire.
-var getScript = redis.NewScript(`
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-` + luaReservation + `
-if redis.call('EXISTS', KEYS[1]) == 0 then
+// getScript: KEYS[1] the item's reservations; ARGV[1] ID. Replies the
+// reservation or {stNotFound}. It changes nothing: a hold whose time has
+// come is reported expired and left for the next script of its item to
+// expire.
+var getScript = redis.NewScript(luaNow + luaRecord + `
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if not v then
   return {-2}
 end
-return reservation(KEYS[1])
+return reply(decode(v))
 `)
 
-// levelScript: luaItem's keys and ARGV[1]. Replies {stOK, available,
-// held, confirmed, disabled, reason} after expiring every due hold, or
-// {stUnknownItem}.
+// levelScript: luaItem's keys. Replies {stOK, available, held, confirmed,
+// disabled, reason} after expiring every due hold, or {stUnknownItem}.
 var levelScript = redis.NewScript(luaItem + `
-if redis.call('EXISTS', item) == 0 then
+if not load() then
   return {-1}
 end
 expireDue(-1)
-local r = redis.call('HMGET', item, 'available', 'held', 'confirmed', 'disabled', 'reason')
-return {1, num(r[1]), num(r[2]), num(r[3]), r[4] or '0', r[5] or ''}
+flush()
+local d = '0'
+if it.disabled then
+  d = '1'
+end
+return {1, avail, held, confirmed, d, it.reason}
 `)
 
-// sweepScript: luaItem's keys and ARGV[1]; ARGV[2] the most holds to
-// expire. Replies how many it expired (0 for an unknown item).
+// sweepScript: luaItem's keys; ARGV[1] the most holds to expire. Replies
+// how many it expired (0 for an unknown item).
 var sweepScript = redis.NewScript(luaItem + `
-if redis.call('EXISTS', item) == 0 then
+if not load() then
   return 0
 end
-return expireDue(tonumber(ARGV[2]))
+local n = expireDue(tonumber(ARGV[1]))
+flush()
+return n
 `)
 
 // defineScript: KEYS[1] item; ARGV[1] holder limit, ARGV[2] "1" for a

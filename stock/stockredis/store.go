@@ -12,6 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/idemq/idemq/internal/units"
 	"github.com/idemq/idemq/stock"
 )
 
@@ -35,11 +36,31 @@ type Options struct {
 	// not contain '{' or '}': the hash tag that follows it decides each
 	// key's slot. Default [DefaultPrefix].
 	Prefix string
+
+	// Retain is how long, past the end of its hold, a reservation ID
+	// stays bound to its item (the pointer key that Get, Confirm and
+	// Release look it up by) unless Confirm is called for it, which binds
+	// it for good. The ID of a refused Reserve is bound as long,
+	// so that a storm of refused requests leaves no keys behind for
+	// good. Once the binding has lapsed, Get, Confirm and Release answer
+	// [stock.ErrNotFound]; a Reserve retried with the ID binds it again
+	// and, in the same item, still finds the reservation it made. Default
+	// [DefaultRetain].
+	Retain time.Duration
 }
+
+// DefaultRetain is [Options.Retain] when it is zero.
+const DefaultRetain = 24 * time.Hour
 
 func (o Options) withDefaults() (Options, error) {
 	if o.Prefix == "" {
 		o.Prefix = DefaultPrefix
+	}
+	switch {
+	case o.Retain < 0:
+		return o, fmt.Errorf("stockredis: negative Options.Retain %v", o.Retain)
+	case o.Retain == 0:
+		o.Retain = DefaultRetain
 	}
 	if strings.ContainsAny(o.Prefix, "{}") {
 		return o, fmt.Errorf("stockredis: Options.Prefix %q contains a brace; the store places its own {hash tag} after it", o.Prefix)
@@ -52,6 +73,7 @@ type Store struct {
 	client redis.UniversalClient
 	prefix string
 	items  string // the set of item names
+	retain time.Duration
 
 	mu     sync.Mutex
 	queues map[string]*reserveQueue // by item: Reserves waiting to be sent
@@ -69,7 +91,7 @@ func New(client redis.UniversalClient, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Store{client: client, prefix: o.Prefix, items: o.Prefix + "items",
+	return &Store{client: client, prefix: o.Prefix, items: o.Prefix + "items", retain: o.Retain,
 		queues: map[string]*reserveQueue{}}, nil
 }
 
@@ -80,7 +102,7 @@ var tagEscaper = strings.NewReplacer("%", "%25", "{", "%7B", "}", "%7D")
 
 // itemKeys names the keys of one item (see scripts.go for the layout).
 type itemKeys struct {
-	base, item, holds, holders, free, all string
+	base, item, resv, holds, holders, free, all string
 }
 
 func (s *Store) keys(item string) itemKeys {
@@ -88,6 +110,7 @@ func (s *Store) keys(item string) itemKeys {
 	return itemKeys{
 		base:    base,
 		item:    base + "i",
+		resv:    base + "r",
 		holds:   base + "h",
 		holders: base + "u",
 		free:    base + "c",
@@ -95,8 +118,13 @@ func (s *Store) keys(item string) itemKeys {
 	}
 }
 
-func (k itemKeys) reservation(id string) string { return k.base + "r:" + id }
-func (k itemKeys) receipt(nonce string) string  { return k.base + "n:" + nonce }
+func (k itemKeys) receipt(nonce string) string { return k.base + "n:" + nonce }
+
+// scriptKeys are the keys of every script that changes the item's units
+// (luaItem's), and extra after them.
+func (k itemKeys) scriptKeys(extra ...string) []string {
+	return append([]string{k.item, k.resv, k.holds, k.holders}, extra...)
+}
 
 // pointerKey is the key that records which item reservation id belongs
 // to. It is in a slot of its own, apart from every item.
@@ -364,13 +392,14 @@ func (s *Store) reserveBatch(k itemKeys, item string, batch []*reserveCall) {
 	// The first caller's context values (tracing) go with the round trip,
 	// not its cancellation: the others are waiting on the same one.
 	ctx := context.WithoutCancel(batch[0].ctx)
-	keys := []string{k.item, k.holds, k.holders}
-	args := make([]any, 0, 2+5*len(batch))
-	args = append(args, k.base, sweepBatch)
+	keys := k.scriptKeys()
+	args := make([]any, 0, 1+5*len(batch))
+	args = append(args, sweepBatch)
 	pipe := s.client.Pipeline()
 	bound := make([]*redis.StatusCmd, len(batch))
 	for i, c := range batch {
-		bound[i] = pipe.SetArgs(ctx, s.pointerKey(c.req.ID), item, redis.SetArgs{Mode: "NX", Get: true})
+		bound[i] = pipe.SetArgs(ctx, s.pointerKey(c.req.ID), item,
+			redis.SetArgs{Mode: "NX", Get: true, TTL: c.req.Hold + s.retain})
 		args = append(args, c.req.ID, c.req.Holder, c.req.Quantity, millis(c.req.Hold), c.nonce)
 	}
 	res := reserveBatchScript.EvalSha(ctx, pipe, keys, args...)
@@ -439,8 +468,7 @@ func (s *Store) undoReserve(ctx context.Context, req stock.ReserveRequest, nonce
 		return conflict
 	}
 	k := s.keys(req.Item)
-	keys := []string{k.item, k.holds, k.holders, k.reservation(req.ID)}
-	if err := undoReserveScript.Run(ctx, s.client, keys, k.base, req.ID, nonce).Err(); err != nil {
+	if err := undoReserveScript.Run(ctx, s.client, k.scriptKeys(), req.ID, nonce).Err(); err != nil {
 		return fmt.Errorf("%w; undoing the hold this call may have made in %q failed, so it is held until it expires: %w",
 			conflict, req.Item, err)
 	}
@@ -467,13 +495,29 @@ func (s *Store) Confirm(ctx context.Context, id string) (stock.Reservation, erro
 		return stock.Reservation{}, err
 	}
 	k := s.keys(item)
-	v, err := confirmScript.Run(ctx, s.client,
-		[]string{k.item, k.holds, k.holders, k.free, k.reservation(id)}, k.base, id).Slice()
+	// The binding goes for good in the same round trip as the script, so
+	// a confirmed reservation stays reachable. It goes whatever the
+	// script answers: an ID whose Confirm failed (expired, released) stays
+	// bound too, which costs a key per reservation granted, as its record
+	// does.
+	pipe := s.client.Pipeline()
+	res := confirmScript.EvalSha(ctx, pipe, k.scriptKeys(k.free), id)
+	persist := pipe.Persist(ctx, s.pointerKey(id))
+	_, _ = pipe.Exec(ctx) // each command's error is read below
+	if redis.HasErrorPrefix(res.Err(), "NOSCRIPT") {
+		res = confirmScript.Eval(ctx, s.client, k.scriptKeys(k.free), id)
+	}
+	v, err := res.Slice()
 	if err != nil {
 		return stock.Reservation{}, fmt.Errorf("stockredis: confirm %q: %w", id, err)
 	}
 	switch int64At(v, 0) {
 	case stOK:
+		// If the binding could not be kept, Confirm fails, and a retry
+		// (which finds the reservation confirmed) keeps it.
+		if err := persist.Err(); err != nil {
+			return stock.Reservation{}, fmt.Errorf("stockredis: confirm %q: confirmed, but keeping its ID bound failed (confirm it again): %w", id, err)
+		}
 		return parseReservation(id, item, v)
 	case stNotFound:
 		return stock.Reservation{}, fmt.Errorf("%w: %q", stock.ErrNotFound, id)
@@ -495,8 +539,7 @@ func (s *Store) Release(ctx context.Context, id string) error {
 		return err
 	}
 	k := s.keys(item)
-	n, err := releaseScript.Run(ctx, s.client,
-		[]string{k.item, k.holds, k.holders, k.reservation(id)}, k.base, id).Int64()
+	n, err := releaseScript.Run(ctx, s.client, k.scriptKeys(), id).Int64()
 	switch {
 	case err != nil:
 		return fmt.Errorf("stockredis: release %q: %w", id, err)
@@ -518,7 +561,7 @@ func (s *Store) Get(ctx context.Context, id string) (stock.Reservation, error) {
 	if err != nil {
 		return stock.Reservation{}, err
 	}
-	v, err := getScript.Run(ctx, s.client, []string{s.keys(item).reservation(id)}).Slice()
+	v, err := getScript.Run(ctx, s.client, []string{s.keys(item).resv}, id).Slice()
 	if err != nil {
 		return stock.Reservation{}, fmt.Errorf("stockredis: get %q: %w", id, err)
 	}
@@ -564,7 +607,7 @@ func (s *Store) Level(ctx context.Context, item string) (stock.Level, error) {
 		return stock.Level{}, unknownItem(item)
 	}
 	k := s.keys(item)
-	v, err := levelScript.Run(ctx, s.client, []string{k.item, k.holds, k.holders}, k.base).Slice()
+	v, err := levelScript.Run(ctx, s.client, k.scriptKeys()).Slice()
 	if err != nil {
 		return stock.Level{}, fmt.Errorf("stockredis: level %q: %w", item, err)
 	}
@@ -605,7 +648,7 @@ func (s *Store) Sweep(ctx context.Context, limit int) (int, error) {
 		}
 		for _, item := range names {
 			k := s.keys(item)
-			m, err := sweepScript.Run(ctx, s.client, []string{k.item, k.holds, k.holders}, k.base, limit-n).Int()
+			m, err := sweepScript.Run(ctx, s.client, k.scriptKeys(), limit-n).Int()
 			if err != nil {
 				return n, fmt.Errorf("stockredis: sweep %q: %w", item, err)
 			}
@@ -692,13 +735,7 @@ func int64At(v []any, i int) int64 {
 
 // millis converts a positive d to whole milliseconds, rounding up so that
 // no hold becomes zero.
-func millis(d time.Duration) int64 {
-	ms := int64(d / time.Millisecond)
-	if d%time.Millisecond != 0 {
-		ms++
-	}
-	return ms
-}
+func millis(d time.Duration) int64 { return units.Ceil(d, time.Millisecond) }
 
 // nonce returns a value unique to one call, naming its receipt.
 func nonce() string { return rand.Text() }

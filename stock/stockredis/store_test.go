@@ -2,6 +2,7 @@ package stockredis
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -69,10 +70,10 @@ func checkItem(t *testing.T, s *Store, client redis.UniversalClient, item string
 	require.NoError(t, err)
 	sum := 0
 	for _, id := range ids {
-		r, err := client.HMGet(ctx, k.reservation(id), "state", "qty").Result()
-		require.NoError(t, err)
-		require.Equal(t, "held", r[0], "reservation %q in the holds", id)
-		sum += atoi(r[1].(string))
+		state, qty, ok := record(t, client, k, id)
+		require.True(t, ok, "reservation %q in the holds", id)
+		require.Equal(t, "held", state, "reservation %q in the holds", id)
+		sum += qty
 	}
 	require.Equal(t, held, sum, "held units and holds disagree")
 	if due, ok := f["due"]; ok && len(ids) > 0 {
@@ -97,6 +98,22 @@ func checkItem(t *testing.T, s *Store, client redis.UniversalClient, item string
 	}
 }
 
+// record reads reservation id of k's item straight from its hash, and
+// reports its state and quantity, or ok false if there is none.
+func record(t *testing.T, client redis.UniversalClient, k itemKeys, id string) (state string, qty int, ok bool) {
+	t.Helper()
+	v, err := client.HGet(t.Context(), k.resv, id).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", 0, false
+	}
+	require.NoError(t, err)
+	f := strings.SplitN(v, " ", 4)
+	require.Len(t, f, 4, "record %q", v)
+	qty, err = strconv.Atoi(f[2])
+	require.NoError(t, err, "record %q", v)
+	return f[0], qty, true
+}
+
 func TestNew(t *testing.T) {
 	// New does not contact Redis, so no server is needed here.
 	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
@@ -106,7 +123,7 @@ func TestNew(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, DefaultPrefix, s.prefix)
 	require.Equal(t, "idemq:stock:{shoes}:i", s.keys("shoes").item)
-	require.Equal(t, "idemq:stock:{a%7Bb%7D%25c}:r:x}", s.keys("a{b}%c").reservation("x}"))
+	require.Equal(t, "idemq:stock:{a%7Bb%7D%25c}:r", s.keys("a{b}%c").resv)
 	require.Equal(t, "idemq:stock:{res:r%7D1}", s.pointerKey("r}1"))
 
 	for _, p := range []string{"a{", "}", "x{y}"} {
@@ -115,6 +132,63 @@ func TestNew(t *testing.T) {
 	}
 	_, err = New(nil, Options{})
 	require.Error(t, err)
+	require.Equal(t, DefaultRetain, s.retain)
+	_, err = New(client, Options{Retain: -time.Second})
+	require.ErrorContains(t, err, "Retain")
+}
+
+// TestRetain checks how long reservation IDs stay bound: a refused
+// Reserve's ID and an unconfirmed reservation's for their hold plus
+// Retain, a confirmed one's for good. Once an ID has lapsed, a retry of
+// its Reserve finds the reservation it made and takes nothing more.
+func TestRetain(t *testing.T) {
+	t.Parallel()
+	client, prefix := testenv.Redis(t)
+	const retain = 300 * time.Millisecond
+	s, err := New(client, Options{Prefix: prefix, Retain: retain})
+	require.NoError(t, err)
+	ctx := t.Context()
+	define(t, s, "mugs", stock.ItemConfig{}, 2)
+	pttl := func(id string) time.Duration {
+		d, err := client.PTTL(ctx, s.pointerKey(id)).Result()
+		require.NoError(t, err)
+		return d
+	}
+
+	reserve(t, s, "mugs", "ann", "kept", 1, time.Hour)
+	_, err = s.Confirm(ctx, "kept")
+	require.NoError(t, err)
+	require.Equal(t, time.Duration(-1), pttl("kept"), "a confirmed ID is bound for good")
+
+	reserve(t, s, "mugs", "bob", "held", 1, time.Hour)
+	require.InDelta(t, float64(time.Hour+retain), float64(pttl("held")), float64(time.Minute))
+
+	_, err = s.Reserve(ctx, stock.ReserveRequest{Item: "mugs", Holder: "cy", ID: "refused", Hold: 100 * time.Millisecond})
+	require.ErrorIs(t, err, stock.ErrSoldOut)
+	require.InDelta(t, float64(100*time.Millisecond+retain), float64(pttl("refused")), float64(250*time.Millisecond))
+
+	// A short hold, released so that its unit is free again: after its
+	// hold and Retain, its ID is unbound, and a retry finds the old
+	// reservation rather than taking the unit again.
+	require.NoError(t, s.Release(ctx, "held"))
+	reserve(t, s, "mugs", "dee", "short", 1, 50*time.Millisecond)
+	require.Eventually(t, func() bool { return pttl("short") == -2 }, 10*time.Second, 10*time.Millisecond,
+		"the ID lapses after its hold and Retain")
+	require.Eventually(t, func() bool { return pttl("refused") == -2 }, 10*time.Second, 10*time.Millisecond)
+	_, err = s.Get(ctx, "short")
+	require.ErrorIs(t, err, stock.ErrNotFound)
+	_, err = s.Confirm(ctx, "short")
+	require.ErrorIs(t, err, stock.ErrNotFound)
+
+	r, err := s.Reserve(ctx, stock.ReserveRequest{Item: "mugs", Holder: "dee", ID: "short", Hold: 50 * time.Millisecond})
+	require.NoError(t, err)
+	require.Equal(t, stock.Expired, r.State, "the retry finds the reservation it made")
+	got, err := s.Get(ctx, "short")
+	require.NoError(t, err, "the retry bound the ID again")
+	require.Equal(t, stock.Expired, got.State)
+	require.Equal(t, stock.Level{Item: "mugs", Available: 1, Confirmed: 1}, level(t, s, "mugs"))
+	require.Equal(t, time.Duration(-1), pttl("kept"))
+	checkItem(t, s, client, "mugs")
 }
 
 func TestLifecycle(t *testing.T) {
@@ -361,15 +435,14 @@ func TestExpiry(t *testing.T) {
 func TestDueHolds(t *testing.T) {
 	t.Parallel()
 	s, client := newStore(t)
-	ctx := t.Context()
 	define(t, s, "tea", stock.ItemConfig{}, 3)
 	reserve(t, s, "tea", "ann", "long", 1, time.Hour)
 	reserve(t, s, "tea", "bob", "short", 1, 30*time.Millisecond)
 	checkItem(t, s, client, "tea")
 	waitExpired(t, s, "short")
 	reserve(t, s, "tea", "cy", "next", 1, time.Hour)
-	state, err := client.HGet(ctx, s.keys("tea").reservation("short"), "state").Result()
-	require.NoError(t, err)
+	state, _, ok := record(t, client, s.keys("tea"), "short")
+	require.True(t, ok)
 	require.Equal(t, "expired", state, "the Reserve expired the due hold")
 	checkItem(t, s, client, "tea")
 	require.Equal(t, stock.Level{Item: "tea", Available: 1, Held: 2}, level(t, s, "tea"))
@@ -506,9 +579,8 @@ func TestIDBoundToItem(t *testing.T) {
 	_, err := s.Reserve(ctx, stock.ReserveRequest{Item: "b", Holder: "ann", ID: "x", Hold: time.Minute})
 	require.ErrorIs(t, err, stock.ErrConflict)
 	require.Equal(t, stock.Level{Item: "b", Available: 1}, level(t, s, "b"))
-	n, err := client.Exists(ctx, s.keys("b").reservation("x")).Result()
-	require.NoError(t, err)
-	require.Zero(t, n, "the undone reservation is gone")
+	_, _, ok := record(t, client, s.keys("b"), "x")
+	require.False(t, ok, "the undone reservation is gone")
 	checkItem(t, s, client, "b")
 	// Refused in b, or not: still a conflict, still nothing taken.
 	_, err = s.Reserve(ctx, stock.ReserveRequest{Item: "b", Holder: "ann", ID: "x", Quantity: 2, Hold: time.Minute})
@@ -554,11 +626,11 @@ type batchReq struct {
 func runBatch(t *testing.T, s *Store, item string, reqs ...batchReq) [][]any {
 	t.Helper()
 	k := s.keys(item)
-	args := []any{k.base, sweepBatch}
+	args := []any{sweepBatch}
 	for _, r := range reqs {
 		args = append(args, r.id, r.holder, r.qty, millis(r.hold), r.nonce)
 	}
-	v, err := reserveBatchScript.Run(t.Context(), s.client, []string{k.item, k.holds, k.holders}, args...).Slice()
+	v, err := reserveBatchScript.Run(t.Context(), s.client, k.scriptKeys(), args...).Slice()
 	require.NoError(t, err)
 	out := make([][]any, len(v))
 	for i, r := range v {
@@ -570,8 +642,7 @@ func runBatch(t *testing.T, s *Store, item string, reqs ...batchReq) [][]any {
 func runUndo(t *testing.T, s *Store, item, id, nonce string) int64 {
 	t.Helper()
 	k := s.keys(item)
-	n, err := undoReserveScript.Run(t.Context(), s.client, []string{k.item, k.holds, k.holders, k.reservation(id)},
-		k.base, id, nonce).Int64()
+	n, err := undoReserveScript.Run(t.Context(), s.client, k.scriptKeys(), id, nonce).Int64()
 	require.NoError(t, err)
 	return n
 }
@@ -757,14 +828,13 @@ func TestKeysShareHashTag(t *testing.T) {
 			require.Contains(t, keys, k.free, "item %q", item)
 			require.Contains(t, keys, k.all, "item %q", item)
 		}
-		reservations := 0
+		require.Contains(t, keys, k.resv, "item %q", item)
 		for _, key := range keys {
 			require.True(t, strings.HasPrefix(key, k.base), "key %q in the slot of item %q", key, item)
-			if strings.HasPrefix(key, k.base+"r:") {
-				reservations++
-			}
 		}
-		require.Equal(t, 4, reservations, "item %q", item)
+		n, err := client.HLen(ctx, k.resv).Result()
+		require.NoError(t, err)
+		require.Equal(t, int64(4), n, "item %q", item)
 		delete(byTag, tag)
 		checkItem(t, s, client, item)
 	}
