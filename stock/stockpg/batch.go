@@ -27,13 +27,21 @@ import (
 // trip. Flushers exist only while there is work, so a Store needs no Close
 // for them.
 //
-// One batch of a key is in flight at a time, except that a sharded key
-// starts another flusher, on another shard, whenever a full batch is
-// pending: more batches in flight would only split the requests that one
-// would carry into more commits.
+// An exact key has one batch in flight at a time: more would only queue
+// on the same rows. A sharded key starts another flusher, on another
+// shard, while parallelPending requests wait, up to parallelBatches
+// flushers: one batch leaves the database idle while its commit is
+// flushed and while its callers are answered and ask again, and a second
+// one on another shard fills those gaps. More than that would split the
+// requests into smaller batches, each with its own fixed cost and commit,
+// for little more overlap. It also starts one, up to a flusher per shard,
+// whenever a full batch is pending.
 const (
 	maxReserveBatch = 1000
 	maxSettle       = 8
+
+	parallelBatches = 2
+	parallelPending = 8
 
 	// exactShard is the shard of a batch that locks every shard.
 	exactShard = -1
@@ -114,10 +122,11 @@ func (b *batcher) enqueue(s *Store, key batchKey, c *reserveCall) {
 		b.queues[key] = q
 	}
 	q.pending = append(q.pending, c)
-	// One batch at a time, as long as it can take everything pending;
-	// a sharded store runs another, on another shard, while a full batch
-	// waits.
-	start := q.flushers == 0 || (!key.exact && q.flushers < s.shards && len(q.pending) >= maxReserveBatch)
+	start := q.flushers == 0
+	if !key.exact && q.flushers < s.shards {
+		n := len(q.pending)
+		start = start || n >= maxReserveBatch || (q.flushers < parallelBatches && n >= parallelPending)
+	}
 	if start {
 		q.flushers++
 	}

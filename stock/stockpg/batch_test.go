@@ -148,7 +148,7 @@ func TestBatchSemantics(t *testing.T) {
 						t.Run(tc.name, func(t *testing.T) {
 							t.Parallel()
 							ctx := t.Context()
-							s, pool := newStore(t, stockpg.Options{Shards: m.shards})
+							s, pool := newStore(t, m.opts())
 							item := "item"
 							if tc.name != "Unknown" {
 								require.NoError(t, s.Define(ctx, item, tc.cfg))
@@ -222,7 +222,7 @@ func TestBatchConcurrentDuplicate(t *testing.T) {
 		t.Run(m.name, func(t *testing.T) {
 			t.Parallel()
 			ctx := t.Context()
-			opts := stockpg.Options{Shards: m.shards}
+			opts := m.opts()
 			s, pool := newStore(t, opts)
 			require.NoError(t, s.Define(ctx, "item", stock.ItemConfig{HolderLimit: 1}))
 			require.NoError(t, s.Restock(ctx, "item", 16))
@@ -265,17 +265,23 @@ func TestBatchConcurrentDuplicate(t *testing.T) {
 // go together in the next one, each with its own answer; one whose caller
 // gives up before it is taken is dropped and takes nothing.
 func TestGroupCommit(t *testing.T) {
-	const waiting = 49
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
 			t.Parallel()
+			// The Reserves that wait for the first batch, and the units. As
+			// many as ParallelPending would start a second batch of a
+			// sharded item (see TestParallelBatches).
+			waiting, units := 49, 40
+			if m.shards > 1 {
+				waiting, units = stockpg.ParallelPending-1, 5
+			}
 			ctx := t.Context()
-			s, pool := newStore(t, stockpg.Options{Shards: m.shards})
+			s, pool := newStore(t, m.opts())
 			require.NoError(t, s.Define(ctx, "item", stock.ItemConfig{}))
-			require.NoError(t, s.Restock(ctx, "item", 40))
+			require.NoError(t, s.Restock(ctx, "item", units))
 			if m.shards > 1 {
 				// One shard has every unit, so that one batch serves them.
-				placeUnits(t, pool, "item", map[int]int{0: 40})
+				placeUnits(t, pool, "item", map[int]int{0: units})
 			}
 
 			// Every shard of the item is held: the first batch waits.
@@ -325,14 +331,74 @@ func TestGroupCommit(t *testing.T) {
 					granted++
 				}
 			}
-			require.Equal(t, 40, granted, "40 units for %d requests", waiting)
+			require.Equal(t, units, granted, "%d units for %d requests", units, waiting)
 			_, err = s.Get(ctx, fmt.Sprintf("r%d", waiting))
 			require.ErrorIs(t, err, stock.ErrNotFound, "the Reserve given up before its batch")
 			var commits int
 			require.NoError(t, pool.QueryRow(ctx, `SELECT count(DISTINCT created_at) FROM idemq_stock_reservations`).Scan(&commits))
 			require.Equal(t, 2, commits, "the first Reserve alone, then the others together")
-			l := requireConsistent(t, s, pool, "item", 40)
-			require.Equal(t, stock.Level{Item: "item", Held: 40}, l)
+			l := requireConsistent(t, s, pool, "item", units)
+			require.Equal(t, stock.Level{Item: "item", Held: units}, l)
 		})
 	}
+}
+
+// TestParallelBatches: while a batch of a sharded item runs, as many as
+// ParallelPending waiting Reserves go in a second batch at once, on
+// another shard; up to ParallelBatches run, and later Reserves wait for
+// one of them to end.
+func TestParallelBatches(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, 2, stockpg.ParallelBatches, "the test starts as many batches as run at once")
+	const later = 10
+	ctx := t.Context()
+	s, pool := newStore(t, stockpg.Options{Shards: 8})
+	require.NoError(t, s.Define(ctx, "item", stock.ItemConfig{}))
+	require.NoError(t, s.Restock(ctx, "item", 40))
+	placeUnits(t, pool, "item", map[int]int{0: 40})
+
+	// Every shard of the item is held: the batches wait.
+	tx, err := pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	_, err = tx.Exec(ctx, `SELECT FROM idemq_stock_shards WHERE item = 'item' FOR UPDATE`)
+	require.NoError(t, err)
+	pid := tx.Conn().PgConn().PID()
+
+	n := 1 + stockpg.ParallelPending + later
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	reserve := func(i int) {
+		wg.Go(func() {
+			_, errs[i] = s.Reserve(ctx, reserveReq("item", fmt.Sprintf("h%d", i), fmt.Sprintf("r%d", i), 1))
+		})
+	}
+	waitPending := func(want int) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for stockpg.PendingReserves(s) != want {
+			require.True(t, time.Now().Before(deadline), "%d Reserves pending, want %d", stockpg.PendingReserves(s), want)
+			time.Sleep(time.Millisecond)
+		}
+	}
+
+	reserve(0)
+	waitBlocked(t, pool, pid, 1)
+	for i := 1; i <= stockpg.ParallelPending; i++ {
+		reserve(i)
+	}
+	waitBlocked(t, pool, pid, 2)
+	waitPending(0)
+	for i := 1 + stockpg.ParallelPending; i < n; i++ {
+		reserve(i)
+	}
+	waitPending(later)
+	require.NoError(t, tx.Commit(ctx))
+	wg.Wait()
+
+	for i, err := range errs {
+		require.NoError(t, err, "Reserve %d", i)
+	}
+	l := requireConsistent(t, s, pool, "item", 40)
+	require.Equal(t, stock.Level{Item: "item", Available: 40 - n, Held: n}, l)
 }

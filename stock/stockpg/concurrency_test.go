@@ -26,10 +26,10 @@ func TestReserveStorm(t *testing.T) {
 		requests = 5000
 		conns    = 32
 	)
-	for _, m := range modes {
+	for _, m := range allModes {
 		t.Run(m.name, func(t *testing.T) {
 			ctx := t.Context()
-			s, pool := newWideStore(t, stockpg.Options{Shards: m.shards}, conns)
+			s, pool := newWideStore(t, m.opts(), conns)
 			require.NoError(t, s.Define(ctx, "drop", stock.ItemConfig{}))
 			require.NoError(t, s.Restock(ctx, "drop", units))
 
@@ -78,145 +78,192 @@ func TestReserveStorm(t *testing.T) {
 // one shard that another transaction holds, and serves a request larger
 // than any one shard from several.
 func TestShardedSoldOutDetection(t *testing.T) {
-	t.Parallel()
-	ctx := t.Context()
-	s, pool := newStore(t, stockpg.Options{Shards: 8})
+	for _, m := range shardedModes {
+		t.Run(m.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := t.Context()
+			s, pool := newStore(t, m.opts())
 
-	t.Run("OneShardLeft", func(t *testing.T) {
-		require.NoError(t, s.Define(ctx, "one", stock.ItemConfig{}))
-		require.NoError(t, s.Restock(ctx, "one", 8))
-		placeUnits(t, pool, "one", map[int]int{5: 3})
-		for i := range 3 {
-			_, err := s.Reserve(ctx, reserveReq("one", "h", fmt.Sprintf("one-%d", i), 1))
-			require.NoError(t, err, "unit %d of the one shard left", i)
-		}
-		_, err := s.Reserve(ctx, reserveReq("one", "h", "one-3", 1))
-		require.ErrorIs(t, err, stock.ErrSoldOut)
-		requireConsistent(t, s, pool, "one", 3)
-	})
+			t.Run("OneShardLeft", func(t *testing.T) {
+				require.NoError(t, s.Define(ctx, "one", stock.ItemConfig{}))
+				require.NoError(t, s.Restock(ctx, "one", 8))
+				placeUnits(t, pool, "one", map[int]int{5: 3})
+				for i := range 3 {
+					_, err := s.Reserve(ctx, reserveReq("one", "h", fmt.Sprintf("one-%d", i), 1))
+					require.NoError(t, err, "unit %d of the one shard left", i)
+				}
+				_, err := s.Reserve(ctx, reserveReq("one", "h", "one-3", 1))
+				require.ErrorIs(t, err, stock.ErrSoldOut)
+				requireConsistent(t, s, pool, "one", 3)
+			})
 
-	t.Run("OneShardLeftAndLocked", func(t *testing.T) {
-		require.NoError(t, s.Define(ctx, "locked", stock.ItemConfig{}))
-		require.NoError(t, s.Restock(ctx, "locked", 8))
-		placeUnits(t, pool, "locked", map[int]int{2: 8})
+			t.Run("OneShardLeftAndLocked", func(t *testing.T) {
+				require.NoError(t, s.Define(ctx, "locked", stock.ItemConfig{}))
+				require.NoError(t, s.Restock(ctx, "locked", 8))
+				placeUnits(t, pool, "locked", map[int]int{2: 8})
 
-		tx, err := pool.Begin(ctx)
-		require.NoError(t, err)
-		defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-		_, err = tx.Exec(ctx, `SELECT FROM idemq_stock_shards WHERE item = 'locked' AND shard = 2 FOR UPDATE`)
-		require.NoError(t, err)
+				tx, err := pool.Begin(ctx)
+				require.NoError(t, err)
+				defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+				_, err = tx.Exec(ctx, `SELECT FROM idemq_stock_shards WHERE item = 'locked' AND shard = 2 FOR UPDATE`)
+				require.NoError(t, err)
 
-		done := make(chan error, 1)
-		go func() {
-			_, err := s.Reserve(ctx, reserveReq("locked", "h", "locked-0", 1))
-			done <- err
-		}()
-		waitBlockedBy(t, pool, tx.Conn().PgConn().PID())
-		select {
-		case err := <-done:
-			t.Fatalf("Reserve returned %v while the only shard with units was locked; want it to wait", err)
-		default:
-		}
-		require.NoError(t, tx.Commit(ctx))
-		require.NoError(t, <-done, "the units were there all along")
-		requireConsistent(t, s, pool, "locked", 8)
-	})
+				done := make(chan error, 1)
+				go func() {
+					_, err := s.Reserve(ctx, reserveReq("locked", "h", "locked-0", 1))
+					done <- err
+				}()
+				waitBlockedBy(t, pool, tx.Conn().PgConn().PID())
+				select {
+				case err := <-done:
+					t.Fatalf("Reserve returned %v while the only shard with units was locked; want it to wait", err)
+				default:
+				}
+				require.NoError(t, tx.Commit(ctx))
+				require.NoError(t, <-done, "the units were there all along")
+				requireConsistent(t, s, pool, "locked", 8)
+			})
 
-	t.Run("UnitsTakenWhileWaiting", func(t *testing.T) {
-		require.NoError(t, s.Define(ctx, "taken", stock.ItemConfig{}))
-		require.NoError(t, s.Restock(ctx, "taken", 8))
-		placeUnits(t, pool, "taken", map[int]int{6: 2})
+			t.Run("UnitsTakenWhileWaiting", func(t *testing.T) {
+				require.NoError(t, s.Define(ctx, "taken", stock.ItemConfig{}))
+				require.NoError(t, s.Restock(ctx, "taken", 8))
+				placeUnits(t, pool, "taken", map[int]int{6: 2})
 
-		// A caller's transaction takes the last units and holds them
-		// uncommitted while another Reserve arrives.
-		tx, err := pool.Begin(ctx)
-		require.NoError(t, err)
-		defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-		inTx, err := stockpg.New(tx, stockpg.Options{Shards: 8})
-		require.NoError(t, err)
-		_, err = inTx.Reserve(ctx, reserveReq("taken", "a", "taken-a", 2))
-		require.NoError(t, err)
+				// A caller's transaction takes the last units and holds them
+				// uncommitted while another Reserve arrives.
+				tx, err := pool.Begin(ctx)
+				require.NoError(t, err)
+				defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+				inTx, err := stockpg.New(tx, m.opts())
+				require.NoError(t, err)
+				_, err = inTx.Reserve(ctx, reserveReq("taken", "a", "taken-a", 2))
+				require.NoError(t, err)
 
-		done := make(chan error, 1)
-		go func() {
-			_, err := s.Reserve(ctx, reserveReq("taken", "b", "taken-b", 1))
-			done <- err
-		}()
-		waitBlockedBy(t, pool, tx.Conn().PgConn().PID())
-		require.NoError(t, tx.Commit(ctx))
-		require.ErrorIs(t, <-done, stock.ErrSoldOut)
-		requireConsistent(t, s, pool, "taken", 2)
-	})
+				done := make(chan error, 1)
+				go func() {
+					_, err := s.Reserve(ctx, reserveReq("taken", "b", "taken-b", 1))
+					done <- err
+				}()
+				waitBlockedBy(t, pool, tx.Conn().PgConn().PID())
+				require.NoError(t, tx.Commit(ctx))
+				require.ErrorIs(t, <-done, stock.ErrSoldOut)
+				requireConsistent(t, s, pool, "taken", 2)
+			})
 
-	t.Run("AcrossShards", func(t *testing.T) {
-		require.NoError(t, s.Define(ctx, "across", stock.ItemConfig{}))
-		require.NoError(t, s.Restock(ctx, "across", 8))
-		for shard, n := range shardUnits(t, pool, "across") {
-			require.Equal(t, 1, n, "shard %d after a restock of 8 over 8 shards", shard)
-		}
-		_, err := s.Reserve(ctx, reserveReq("across", "h", "across-5", 5))
-		require.NoError(t, err, "5 units from shards of 1")
-		_, err = s.Reserve(ctx, reserveReq("across", "h", "across-4", 4))
-		require.ErrorIs(t, err, stock.ErrSoldOut)
-		_, err = s.Reserve(ctx, reserveReq("across", "h", "across-3", 3))
-		require.NoError(t, err, "the last 3 units")
-		l := requireConsistent(t, s, pool, "across", 8)
-		require.Equal(t, 8, l.Held)
-	})
+			t.Run("AcrossShards", func(t *testing.T) {
+				require.NoError(t, s.Define(ctx, "across", stock.ItemConfig{}))
+				require.NoError(t, s.Restock(ctx, "across", 8))
+				for shard, n := range shardUnits(t, pool, "across") {
+					require.Equal(t, 1, n, "shard %d after a restock of 8 over 8 shards", shard)
+				}
+				_, err := s.Reserve(ctx, reserveReq("across", "h", "across-5", 5))
+				require.NoError(t, err, "5 units from shards of 1")
+				_, err = s.Reserve(ctx, reserveReq("across", "h", "across-4", 4))
+				require.ErrorIs(t, err, stock.ErrSoldOut)
+				_, err = s.Reserve(ctx, reserveReq("across", "h", "across-3", 3))
+				require.NoError(t, err, "the last 3 units")
+				l := requireConsistent(t, s, pool, "across", 8)
+				require.Equal(t, 8, l.Held)
+			})
 
-	t.Run("ExpiredHoldsInOtherShards", func(t *testing.T) {
-		require.NoError(t, s.Define(ctx, "expired", stock.ItemConfig{}))
-		require.NoError(t, s.Restock(ctx, "expired", 8))
-		for i := range 8 {
-			_, err := s.Reserve(ctx, reserveReq("expired", "h", fmt.Sprintf("expired-%d", i), 1))
-			require.NoError(t, err)
-		}
-		for i := range 8 {
-			expire(t, pool, fmt.Sprintf("expired-%d", i))
-		}
-		// Every shard is empty; the units are in expired, unswept holds.
-		_, err := s.Reserve(ctx, reserveReq("expired", "h", "expired-all", 8))
-		require.NoError(t, err, "the units of expired holds are available before a sweep")
-		l := requireConsistent(t, s, pool, "expired", 8)
-		require.Equal(t, stock.Level{Item: "expired", Held: 8}, l)
-	})
+			t.Run("ExpiredHoldsInOtherShards", func(t *testing.T) {
+				require.NoError(t, s.Define(ctx, "expired", stock.ItemConfig{}))
+				require.NoError(t, s.Restock(ctx, "expired", 8))
+				for i := range 8 {
+					_, err := s.Reserve(ctx, reserveReq("expired", "h", fmt.Sprintf("expired-%d", i), 1))
+					require.NoError(t, err)
+				}
+				for i := range 8 {
+					expire(t, pool, fmt.Sprintf("expired-%d", i))
+				}
+				// Every shard is empty; the units are in expired, unswept holds.
+				_, err := s.Reserve(ctx, reserveReq("expired", "h", "expired-all", 8))
+				require.NoError(t, err, "the units of expired holds are available before a sweep")
+				l := requireConsistent(t, s, pool, "expired", 8)
+				require.Equal(t, stock.Level{Item: "expired", Held: 8}, l)
+			})
+		})
+	}
 }
 
 // TestHolderLimitAcrossShards: a holder's expired hold stops counting
 // against the limit wherever it is, even in a shard the next Reserve does
 // not lock.
 func TestHolderLimitAcrossShards(t *testing.T) {
-	t.Parallel()
-	ctx := t.Context()
-	s, pool := newStore(t, stockpg.Options{Shards: 8})
-	require.NoError(t, s.Define(ctx, "voucher", stock.ItemConfig{HolderLimit: 1}))
-	require.NoError(t, s.Restock(ctx, "voucher", 8))
+	for _, m := range shardedModes {
+		t.Run(m.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := t.Context()
+			s, pool := newStore(t, m.opts())
+			require.NoError(t, s.Define(ctx, "voucher", stock.ItemConfig{HolderLimit: 1}))
+			require.NoError(t, s.Restock(ctx, "voucher", 8))
 
-	first, err := s.Reserve(ctx, reserveReq("voucher", "alice", "first", 1))
-	require.NoError(t, err)
-	_, err = s.Reserve(ctx, reserveReq("voucher", "alice", "second", 1))
-	require.ErrorIs(t, err, stock.ErrHolderLimit)
+			first, err := s.Reserve(ctx, reserveReq("voucher", "alice", "first", 1))
+			require.NoError(t, err)
+			_, err = s.Reserve(ctx, reserveReq("voucher", "alice", "second", 1))
+			require.ErrorIs(t, err, stock.ErrHolderLimit)
 
-	var shard int
-	require.NoError(t, pool.QueryRow(ctx, `SELECT shard FROM idemq_stock_reservations WHERE id = 'first'`).Scan(&shard))
-	expire(t, pool, first.ID)
-	placeUnits(t, pool, "voucher", map[int]int{(shard + 1) % 8: 6})
+			var shard int
+			require.NoError(t, pool.QueryRow(ctx, `SELECT shard FROM idemq_stock_reservations WHERE id = 'first'`).Scan(&shard))
+			expire(t, pool, first.ID)
+			placeUnits(t, pool, "voucher", map[int]int{(shard + 1) % 8: 6})
 
-	_, err = s.Reserve(ctx, reserveReq("voucher", "alice", "third", 1))
-	require.NoError(t, err, "the expired hold in shard %d no longer counts", shard)
-	got, err := s.Get(ctx, first.ID)
-	require.NoError(t, err)
-	require.Equal(t, stock.Expired, got.State)
-	_, err = s.Reserve(ctx, reserveReq("voucher", "alice", "fourth", 1))
-	require.ErrorIs(t, err, stock.ErrHolderLimit)
-	requireConsistent(t, s, pool, "voucher", 7)
+			_, err = s.Reserve(ctx, reserveReq("voucher", "alice", "third", 1))
+			require.NoError(t, err, "the expired hold in shard %d no longer counts", shard)
+			got, err := s.Get(ctx, first.ID)
+			require.NoError(t, err)
+			require.Equal(t, stock.Expired, got.State)
+			_, err = s.Reserve(ctx, reserveReq("voucher", "alice", "fourth", 1))
+			require.ErrorIs(t, err, stock.ErrHolderLimit)
+			requireConsistent(t, s, pool, "voucher", 7)
+		})
+	}
+}
+
+// TestShardStepThenExact: a Reserve that no one shard can serve is
+// served by the exact step after its first step, on one shard, has taken
+// back the holder's expired hold (wherever it is) and committed that
+// through a pool; the counts add up after both.
+func TestShardStepThenExact(t *testing.T) {
+	for _, m := range shardedModes {
+		t.Run(m.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := t.Context()
+			s, pool := newStore(t, m.opts())
+			require.NoError(t, s.Define(ctx, "item", stock.ItemConfig{HolderLimit: 3}))
+			require.NoError(t, s.Restock(ctx, "item", 8))
+			old, err := s.Reserve(ctx, reserveReq("item", "alice", "old", 1))
+			require.NoError(t, err)
+			expire(t, pool, old.ID)
+			for shard, n := range shardUnits(t, pool, "item") {
+				require.LessOrEqual(t, n, 1, "shard %d", shard)
+			}
+
+			// No shard has 3 units, even with the expired hold back: the
+			// first step answers "next", and the exact step serves it.
+			_, err = s.Reserve(ctx, reserveReq("item", "alice", "new", 3))
+			require.NoError(t, err)
+			got, err := s.Get(ctx, old.ID)
+			require.NoError(t, err)
+			require.Equal(t, stock.Expired, got.State)
+			var counted bool
+			require.NoError(t, pool.QueryRow(ctx, `SELECT counted FROM idemq_stock_reservations WHERE id = 'old'`).Scan(&counted))
+			require.False(t, counted, "the expired hold no longer counts against alice")
+			l := requireConsistent(t, s, pool, "item", 8)
+			require.Equal(t, stock.Level{Item: "item", Available: 5, Held: 3}, l)
+
+			_, err = s.Reserve(ctx, reserveReq("item", "alice", "more", 1))
+			require.ErrorIs(t, err, stock.ErrHolderLimit)
+			requireConsistent(t, s, pool, "item", 8)
+		})
+	}
 }
 
 // TestConcurrentDuplicate: a Reserve whose ID a concurrent, not yet
 // committed Reserve is inserting waits for it, then answers that
 // reservation (or ErrConflict for another request) and takes nothing.
 func TestConcurrentDuplicate(t *testing.T) {
-	for _, m := range modes {
+	for _, m := range allModes {
 		t.Run(m.name, func(t *testing.T) {
 			t.Parallel()
 			for _, tc := range []struct {
@@ -229,7 +276,7 @@ func TestConcurrentDuplicate(t *testing.T) {
 			} {
 				t.Run(tc.name, func(t *testing.T) {
 					ctx := t.Context()
-					opts := stockpg.Options{Shards: m.shards}
+					opts := m.opts()
 					s, pool := newStore(t, opts)
 					require.NoError(t, s.Define(ctx, "item", stock.ItemConfig{}))
 					require.NoError(t, s.Restock(ctx, "item", 16))
@@ -276,7 +323,7 @@ func TestReserveInCallerTransaction(t *testing.T) {
 		t.Run(m.name, func(t *testing.T) {
 			t.Parallel()
 			ctx := t.Context()
-			opts := stockpg.Options{Shards: m.shards}
+			opts := m.opts()
 			s, pool := newStore(t, opts)
 			require.NoError(t, s.Define(ctx, "item", stock.ItemConfig{}))
 			require.NoError(t, s.Restock(ctx, "item", 4))
@@ -330,10 +377,10 @@ func TestMixedWorkload(t *testing.T) {
 		workers = 16
 		ops     = 250
 	)
-	for _, m := range modes {
+	for _, m := range allModes {
 		t.Run(m.name, func(t *testing.T) {
 			ctx := t.Context()
-			s, pool := newWideStore(t, stockpg.Options{Shards: m.shards}, workers)
+			s, pool := newWideStore(t, m.opts(), workers)
 			require.NoError(t, s.Define(ctx, "mixed", stock.ItemConfig{HolderLimit: limit}))
 			require.NoError(t, s.Restock(ctx, "mixed", units))
 
@@ -464,7 +511,7 @@ func TestReserveStormInTransactions(t *testing.T) {
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
 			ctx := t.Context()
-			opts := stockpg.Options{Shards: m.shards}
+			opts := m.opts()
 			s, pool := newWideStore(t, opts, conns)
 			require.NoError(t, s.Define(ctx, "drop", stock.ItemConfig{}))
 			require.NoError(t, s.Restock(ctx, "drop", units))

@@ -8,7 +8,8 @@
 // atomic and durable once it returns: a committed reservation, its
 // confirmation and its codes survive a crash of the client or of the
 // server (as far as the server's own durability settings go). Reserve's
-// statement serves a batch of concurrent Reserves (see Group commit); a
+// statement serves a batch of concurrent Reserves (see Group commit), or
+// with [Options.PerCall] that Reserve alone (see Per-call reserves); a
 // sharded store may pass a request on to a second one (see Sharded mode).
 //
 //   - No unit is granted twice and none is lost. Every unit an item ever
@@ -42,9 +43,10 @@
 //     returns: a batch reads the item's row after its statement starts,
 //     and every request in it was made before.
 //
-// A Reserve whose context is done before its batch starts returns the
-// context's error and takes nothing. One whose context is done while its
-// batch runs returns the error too, but may or may not have taken effect;
+// A Reserve whose context is done before its batch (or, per call, its
+// statement) starts returns the context's error and takes nothing. One
+// whose context is done while it runs returns the error too, but may or
+// may not have taken effect;
 // retried with the same reservation ID, Reserve finds out which. Sweep
 // skips shards that other statements hold at that moment, so it may
 // report fewer expired holds than are due; their units are counted as
@@ -74,13 +76,52 @@
 // and one with an ID the batch refused is tried again; the holder limit
 // counts the units granted to earlier requests of the batch; units run out
 // in order (in a sharded store, requests passed on to an exact batch come
-// after those their shard served). A batch's statement runs on a context of its own, without the
-// callers' values or deadlines, and is cancelled only when every caller in
-// it has given up.
+// after those their shard served). A batch's statement runs on a context
+// of its own, without the callers' values or deadlines, and is cancelled
+// only when every caller in it has given up.
 //
 // In a caller's transaction (a pgx.Tx as the DBTX), Reserves are not
 // grouped: a transaction cannot be shared with other callers, so each
 // Reserve runs alone, as a batch of one, in that transaction.
+//
+// # Per-call reserves
+//
+// With [Options.PerCall], a Reserve through a pool is not grouped either:
+// it is a statement and a transaction of its own, one call of the function
+// with one request, on the caller's context. An unsharded store's call
+// locks the item's row (it is exact). A sharded store's first call locks
+// one shard, as a sharded batch does, preferring a random one; if that
+// shard is short while the item as a whole may not be, a second call locks
+// every shard and decides on their total. The first has committed by then,
+// and released its shard: it reserved nothing, and what else it may have
+// done, taking back holds whose time has passed (of its shard, and the
+// holder's in any shard) and no longer counting the holder's ended
+// reservations, leaves every count right on its own, as a Sweep does.
+//
+// Which to choose:
+//
+//   - Group commit, the default, is the one for a hot item reserved from
+//     one process: a batch's commit, round trip and the function's fixed
+//     cost serve all its requests, and it holds the item's rows for one
+//     transaction per batch, not per reservation. In one process it
+//     reserves a hot item many times faster than per-call Reserves,
+//     sharded or not. Its costs: under load a Reserve waits for the batch
+//     under way before its own starts, and the Reserves of a batch share
+//     its statement, so an error of the statement (a lost connection, a
+//     timeout) fails them all, and only the last caller to give up
+//     cancels it.
+//   - Per call suits a store whose load is light, or spread over many
+//     items or many processes, so that batches would carry one request
+//     or a few anyway: a Reserve then starts at once, waits for no one
+//     else's batch and runs no goroutine, its context cancels its own
+//     statement, and its errors are its own. On a hot item, though, each
+//     Reserve holds the item's row (or one shard) from its statement
+//     until its own commit is flushed, so an unsharded item takes
+//     reservations about one commit at a time, and concurrent callers
+//     queue in PostgreSQL's lock manager, which costs more the more of
+//     them wait. That is where sharding helps most: N shards take N
+//     commits at once, until the database runs out of processors, since
+//     each Reserve also pays the function's fixed cost alone.
 //
 // # Sharded mode
 //
@@ -95,14 +136,16 @@
 // units from several shards if need be and spreading what is left evenly
 // again. An unsharded store's batches are exact.
 //
-// One Store runs one batch of an item at a time, as long as it can take
-// every pending request; a sharded store starts more, each on a shard of
-// its own, while a full batch is waiting. Batches of different processes
-// on one item lock different shards, and commit in parallel; an
-// unsharded item's batches queue on its one row. Within one process,
-// group commit already spreads a commit over many reservations, so
-// sharding adds little there: it pays off with many processes, or with
-// batches too large for one.
+// An unsharded Store runs one batch of an item at a time. A sharded one
+// runs a second, on another shard, while a few requests (8) are waiting,
+// so that the database works on one batch while the other commits or
+// while its callers are answered, and more, up to one per shard, while a
+// full batch is waiting. Batches of different processes on one item lock
+// different shards, and commit in parallel; an unsharded item's batches
+// queue on its one row. Within one process, group commit already spreads
+// a commit over many reservations, so sharding adds little there: it pays
+// off with many processes, with batches too large for one, and with
+// per-call Reserves, whose commits it spreads over the shards.
 //
 // Sold out is answered only by the exact batch, on every shard locked, or
 // by a snapshot read whose total of free units (and expired holds) is
@@ -128,10 +171,10 @@
 // the caller's transaction: what they do commits or rolls back with it,
 // and the rows they lock (an item's shards, holders) stay locked until
 // then, so keep such transactions short. The transaction must run at
-// READ COMMITTED. Reserve then runs alone, without group commit; a
-// sharded store's first try, on one shard, runs under a savepoint that is
-// rolled back if the exact step must follow, so that it does not wait for
-// every shard while holding one.
+// READ COMMITTED. Reserve then runs alone, without group commit, as with
+// [Options.PerCall]; a sharded store's first try, on one shard, runs under
+// a savepoint that is rolled back if the exact step must follow, so that
+// it does not wait for every shard while holding one.
 //
 // # Schema
 //

@@ -31,6 +31,13 @@ func RunBatch(s *Store, shard int, reqs []stock.ReserveRequest) ([]stock.Reserva
 	return rs, errs
 }
 
+// ParallelBatches and ParallelPending bound the batches of a sharded item
+// that run at once: another starts while ParallelPending Reserves wait.
+const (
+	ParallelBatches = parallelBatches
+	ParallelPending = parallelPending
+)
+
 // PendingReserves is how many Reserves wait for a batch to take them.
 func PendingReserves(s *Store) int {
 	s.batch.mu.Lock()

@@ -2,6 +2,7 @@ package stockpg_test
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -42,14 +43,31 @@ func newWideStore(t testing.TB, opts stockpg.Options, conns int32) (*stockpg.Sto
 	return s, pool
 }
 
-// modes are the store configurations every focused test runs in.
-var modes = []struct {
-	name   string
-	shards int
-}{
-	{"Unsharded", 0},
-	{"Sharded", 8},
+// mode is a store configuration that focused tests run in.
+type mode struct {
+	name    string
+	shards  int
+	perCall bool
 }
+
+func (m mode) opts() stockpg.Options { return stockpg.Options{Shards: m.shards, PerCall: m.perCall} }
+
+var (
+	// modes are the group-commit configurations, which every focused
+	// test runs in: those of the batches themselves and of callers'
+	// transactions only in these.
+	modes = []mode{
+		{name: "Unsharded"},
+		{name: "Sharded", shards: 8},
+	}
+	// allModes adds the per-call configurations, for the tests of
+	// Reserve through a pool.
+	allModes = append(slices.Clip(modes),
+		mode{name: "PerCall", perCall: true},
+		mode{name: "PerCallSharded", shards: 8, perCall: true})
+	// shardedModes are the sharded ones of allModes.
+	shardedModes = slices.DeleteFunc(slices.Clone(allModes), func(m mode) bool { return m.shards <= 1 })
+)
 
 const longHold = 10 * time.Minute
 
@@ -150,16 +168,29 @@ WHERE coalesce(h.units, 0) <> coalesce(r.units, 0)`).Scan(&wrong))
 // backend pid holds.
 func waitBlockedBy(t testing.TB, pool *pgxpool.Pool, pid uint32) {
 	t.Helper()
+	waitBlocked(t, pool, pid, 1)
+}
+
+// waitBlocked waits until at least n backends wait for locks that the
+// backend pid holds, directly or behind other backends that wait for
+// them too.
+func waitBlocked(t testing.TB, pool *pgxpool.Pool, pid uint32, n int) {
+	t.Helper()
 	ctx := context.Background()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		var n int
-		require.NoError(t, pool.QueryRow(ctx,
-			`SELECT count(*) FROM pg_stat_activity WHERE $1::int = ANY (pg_blocking_pids(pid))`, int32(pid)).Scan(&n))
-		if n > 0 {
+		var blocked int
+		require.NoError(t, pool.QueryRow(ctx, `
+WITH RECURSIVE b(pid) AS (
+    SELECT $1::int
+    UNION
+    SELECT a.pid FROM pg_stat_activity a JOIN b ON b.pid = ANY (pg_blocking_pids(a.pid))
+)
+SELECT count(*) - 1 FROM b`, int32(pid)).Scan(&blocked))
+		if blocked >= n {
 			return
 		}
-		require.True(t, time.Now().Before(deadline), "nothing waited for backend %d", pid)
+		require.True(t, time.Now().Before(deadline), "%d backends waited for backend %d, want %d", blocked, pid, n)
 		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -6,11 +6,10 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"strings"
-	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/idemq/idemq/internal/pgschema"
 	"github.com/idemq/idemq/stock"
 )
 
@@ -27,9 +26,9 @@ const (
 // Through a pool, concurrent Reserves of one item are grouped: each batch
 // is one call of the reserve_batch function, one round trip and one
 // transaction, and each caller gets its own answer, the one it would have
-// had alone (see the package documentation). In a caller's transaction (a
-// pgx.Tx) a Reserve cannot share a transaction with other callers' and
-// runs alone, as a batch of one in that transaction.
+// had alone (see the package documentation). With [Options.PerCall], and
+// in a caller's transaction (a pgx.Tx), which cannot be shared with other
+// callers, a Reserve runs alone instead, as a batch of one.
 func (s *Store) Reserve(ctx context.Context, req stock.ReserveRequest) (stock.Reservation, error) {
 	req, err := req.Validate()
 	if err != nil {
@@ -38,8 +37,8 @@ func (s *Store) Reserve(ctx context.Context, req stock.ReserveRequest) (stock.Re
 	if err := checkRequest(req); err != nil {
 		return stock.Reservation{}, err
 	}
-	if tx, ok := s.db.(pgx.Tx); ok {
-		return s.reserveInTx(ctx, tx, req)
+	if _, inTx := s.db.(pgx.Tx); inTx || s.perCall {
+		return s.reserveAlone(ctx, req)
 	}
 	return s.reserveBatched(ctx, req)
 }
@@ -51,45 +50,83 @@ func checkRequest(req stock.ReserveRequest) error {
 		return fmt.Errorf("stockpg: Quantity %d is more than %d", req.Quantity, math.MaxInt32)
 	}
 	for _, f := range []struct{ name, s string }{{"Item", req.Item}, {"Holder", req.Holder}, {"ID", req.ID}} {
-		if !utf8.ValidString(f.s) || strings.ContainsRune(f.s, 0) {
+		if !pgschema.IsText(f.s) {
 			return fmt.Errorf("stockpg: ReserveRequest.%s %q is not UTF-8 text without NUL bytes", f.name, f.s)
 		}
 	}
 	return nil
 }
 
-// reserveInTx reserves alone in the caller's transaction. A sharded store
-// first tries one shard, under a savepoint: when that shard is short, the
-// savepoint is rolled back, which releases it, so that the exact step,
-// which waits for every shard in order, does not wait while holding one.
-func (s *Store) reserveInTx(ctx context.Context, tx pgx.Tx, req stock.ReserveRequest) (stock.Reservation, error) {
-	reqs := []stock.ReserveRequest{req}
+// reserveAlone reserves without group commit, as a batch of one: in the
+// caller's transaction when db is a pgx.Tx, or else with each statement a
+// transaction of its own. A sharded store first tries one random shard,
+// and only if that shard is short while the item may not be, the exact
+// step, which waits for every shard in order. The first step must not
+// hold its shard while the exact one waits: on its own it has committed,
+// and in a caller's transaction it runs under a savepoint that is rolled
+// back first.
+//
+// On its own, a first step answered "next" commits what it did before
+// the exact step runs. That is safe: it grants nothing and inserts no
+// reservation, and everything else that it may do is bookkeeping that is
+// right whatever comes next, the same that a Sweep or any Reserve of the
+// item does. It may take back holds whose time has passed (of its shard,
+// and the holder's in any shard), marking them expired and adding their
+// units to its shard's free count in the same statement; it may stop
+// counting the holder's ended reservations, taking their units off the
+// holder's row in the same statement; and with a holder limit, it may
+// create the holder's row with no units. Every unit is thus still in
+// exactly one place, and every holder row still counts exactly its
+// counted reservations. A sharded group-commit batch likewise commits such
+// changes before it passes its short requests on.
+func (s *Store) reserveAlone(ctx context.Context, req stock.ReserveRequest) (stock.Reservation, error) {
+	if err := ctx.Err(); err != nil {
+		return stock.Reservation{}, err
+	}
 	if s.shards > 1 {
-		shard := rand.IntN(s.shards)
-		sp, err := tx.Begin(ctx)
-		if err != nil {
-			return stock.Reservation{}, fmt.Errorf("stockpg: reserve %q: %w", req.ID, err)
-		}
-		answers, err := s.queryBatch(ctx, sp, req.Item, shard, reqs)
-		if err != nil {
-			// The savepoint keeps the caller's transaction usable.
-			return stock.Reservation{}, fmt.Errorf("stockpg: reserve %q: %w", req.ID, errors.Join(err, sp.Rollback(ctx)))
-		}
-		r, next, err := batchOutcome(req, shard, answers[0])
+		r, next, err := s.reserveOnShard(ctx, req, rand.IntN(s.shards))
 		if !next {
-			if cerr := sp.Commit(ctx); cerr != nil {
-				return stock.Reservation{}, fmt.Errorf("stockpg: reserve %q: %w", req.ID, cerr)
-			}
 			return r, err
 		}
-		if err := sp.Rollback(ctx); err != nil {
-			return stock.Reservation{}, fmt.Errorf("stockpg: reserve %q: %w", req.ID, err)
-		}
 	}
-	answers, err := s.queryBatch(ctx, tx, req.Item, exactShard, reqs)
+	answers, err := s.queryBatch(ctx, s.db, req.Item, exactShard, []stock.ReserveRequest{req})
 	if err != nil {
 		return stock.Reservation{}, fmt.Errorf("stockpg: reserve %q: %w", req.ID, err)
 	}
 	r, _, err := batchOutcome(req, exactShard, answers[0])
 	return r, err
+}
+
+// reserveOnShard is the first step of a sharded reserveAlone, on shard.
+// next says that the exact step must follow.
+func (s *Store) reserveOnShard(ctx context.Context, req stock.ReserveRequest, shard int) (stock.Reservation, bool, error) {
+	reqs := []stock.ReserveRequest{req}
+	tx, inTx := s.db.(pgx.Tx)
+	if !inTx {
+		answers, err := s.queryBatch(ctx, s.db, req.Item, shard, reqs)
+		if err != nil {
+			return stock.Reservation{}, false, fmt.Errorf("stockpg: reserve %q: %w", req.ID, err)
+		}
+		return batchOutcome(req, shard, answers[0])
+	}
+	sp, err := tx.Begin(ctx)
+	if err != nil {
+		return stock.Reservation{}, false, fmt.Errorf("stockpg: reserve %q: %w", req.ID, err)
+	}
+	answers, err := s.queryBatch(ctx, sp, req.Item, shard, reqs)
+	if err != nil {
+		// The savepoint keeps the caller's transaction usable.
+		return stock.Reservation{}, false, fmt.Errorf("stockpg: reserve %q: %w", req.ID, errors.Join(err, sp.Rollback(ctx)))
+	}
+	r, next, err := batchOutcome(req, shard, answers[0])
+	if next {
+		if err := sp.Rollback(ctx); err != nil {
+			return stock.Reservation{}, false, fmt.Errorf("stockpg: reserve %q: %w", req.ID, err)
+		}
+		return r, true, nil
+	}
+	if cerr := sp.Commit(ctx); cerr != nil {
+		return stock.Reservation{}, false, fmt.Errorf("stockpg: reserve %q: %w", req.ID, cerr)
+	}
+	return r, false, err
 }

@@ -25,6 +25,8 @@ func TestOptionsValidation(t *testing.T) {
 		{"TooLong", stockpg.Options{Prefix: strings.Repeat("s", 40)}, "invalid table prefix"},
 		{"NegativeShards", stockpg.Options{Shards: -1}, "negative Shards"},
 		{"TooManyShards", stockpg.Options{Shards: stockpg.MaxShards + 1}, "MaxShards"},
+		{"PerCallNegativeShards", stockpg.Options{Shards: -1, PerCall: true}, "negative Shards"},
+		{"PerCallUpperCase", stockpg.Options{Prefix: "Stock", PerCall: true}, "invalid table prefix"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := stockpg.New(noDB{}, tc.opts)
@@ -40,6 +42,8 @@ func TestOptionsValidation(t *testing.T) {
 	require.Error(t, err)
 	_, err = stockpg.New(noDB{}, stockpg.Options{Prefix: strings.Repeat("s", 39), Shards: stockpg.MaxShards})
 	require.NoError(t, err, "the longest prefix and the most shards")
+	_, err = stockpg.New(noDB{}, stockpg.Options{Shards: 8, PerCall: true})
+	require.NoError(t, err, "per-call reserves, sharded")
 }
 
 func TestSchema(t *testing.T) {

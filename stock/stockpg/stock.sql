@@ -74,18 +74,19 @@ CREATE TABLE IF NOT EXISTS {{.Codes}} (
 
 CREATE INDEX IF NOT EXISTS {{.FreeIndex}} ON {{.Codes}} (item, seq) WHERE reservation_id IS NULL;
 
--- Reserve's group commit: the requests of one batch, all for p_item, in
--- order, in the caller's transaction (normally one of its own), with
--- exactly the outcome each would have had alone, one after the other. It
--- locks, once for the batch, every shard of the item in order when p_shard
--- is negative, or else one shard: one that no one else holds (p_shard
--- preferred), or, if all are held, the best one once it is free. Then it
--- locks the batch's holders' reservations that no longer count and
--- expired holds of the locked shards (SKIP LOCKED); then the holder rows,
--- in the order of p_holders; then the new reservations' keys, in the byte
--- order of their IDs. Every batch and every other statement takes its
--- locks in that order, and waits for a shard only while it holds no other
--- or lower ones, so no two of them deadlock.
+-- Reserve: the requests of one batch of the group commit (or the one
+-- request of a Reserve that runs alone), all for p_item, in order, in the
+-- caller's transaction (normally one of its own), with exactly the outcome
+-- each would have had alone, one after the other. It locks, once for the
+-- batch, every shard of the item in order when p_shard is negative, or
+-- else one shard: one that no one else holds (p_shard preferred), or, if
+-- all are held, the best one once it is free. Then it locks the batch's
+-- holders' reservations that no longer count and expired holds of the
+-- locked shards (SKIP LOCKED); then the holder rows, in the order of
+-- p_holders; then the new reservations' keys, in the byte order of their
+-- IDs. Every batch and every other statement takes its locks in that
+-- order, and waits for a shard only while it holds no other or lower ones,
+-- so no two of them deadlock.
 --
 -- p_holders are the batch's distinct holders; per request, p_hidx is the
 -- position of its holder in them and p_prev that of the previous request
@@ -380,13 +381,6 @@ BEGIN
                 END IF;
             END IF;
 
-            IF v_locked AND (v_total <> v_free OR (p_shard < 0 AND v_nshards > 1)) THEN
-                UPDATE {{.Shards}} s
-                SET available = v_total / v_nshards
-                    + CASE WHEN (x.pos - 1 + v_off) % v_nshards < v_total % v_nshards THEN 1 ELSE 0 END
-                FROM unnest(v_shards) WITH ORDINALITY AS x(shard, pos)
-                WHERE s.item = p_item AND s.shard = x.shard;
-            END IF;
             EXIT attempt;
         EXCEPTION WHEN SQLSTATE 'IQRB1' THEN
             -- Concurrent Reserves inserted these IDs first: decide again,
@@ -395,6 +389,19 @@ BEGIN
             FROM generate_subscripts(p_ids, 1) AS k;
         END;
     END LOOP;
+
+    -- The locked shards get what is left, after the block rather than in
+    -- it: a row that a transaction has locked and one of its
+    -- subtransactions (the block) updates gets a MultiXact, the lock and
+    -- the update, as its locker, which every later statement that reads
+    -- or waits for the item's hot rows would have to look up.
+    IF v_locked AND (v_total <> v_free OR (p_shard < 0 AND v_nshards > 1)) THEN
+        UPDATE {{.Shards}} s
+        SET available = v_total / v_nshards
+            + CASE WHEN (x.pos - 1 + v_off) % v_nshards < v_total % v_nshards THEN 1 ELSE 0 END
+        FROM unnest(v_shards) WITH ORDINALITY AS x(shard, pos)
+        WHERE s.item = p_item AND s.shard = x.shard;
+    END IF;
 
     -- New reservations are answered from the request; the others' rows
     -- are read again, as they are now.

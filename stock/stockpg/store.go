@@ -41,6 +41,19 @@ type Options struct {
 	// different Shards may share the tables. [Schema] and [Migrate]
 	// ignore it.
 	Shards int
+
+	// PerCall makes each Reserve through a pool a statement and a
+	// transaction of its own (autocommit), rather than joining a batch
+	// with other callers' Reserves of the item (group commit, the
+	// default). An unsharded store's Reserve is then one statement that
+	// locks the item's row; a sharded store's is one on a random shard,
+	// followed, if that shard is short while the item may not be, by a
+	// second one that locks every shard. Each Reserve then costs a
+	// commit of its own, but starts at once and waits for no one else's
+	// batch. See the package documentation for when to choose it. A
+	// store on a pgx.Tx runs each Reserve alone anyway; [Schema] and
+	// [Migrate] ignore it.
+	PerCall bool
 }
 
 // withDefaults fills in defaults and returns the validated prefix.
@@ -66,10 +79,11 @@ func (o Options) withDefaults() (Options, pgschema.Name, error) {
 // Store is a [stock.Store] in PostgreSQL tables. Its methods are safe for
 // concurrent use, by any number of processes sharing the tables.
 type Store struct {
-	db     DBTX
-	shards int
-	q      queries
-	batch  batcher // Reserve's group commit, unless db is a pgx.Tx
+	db      DBTX
+	shards  int
+	perCall bool // Reserve runs alone (Options.PerCall)
+	q       queries
+	batch   batcher // Reserve's group commit, unless db is a pgx.Tx or perCall
 }
 
 var _ stock.Store = (*Store)(nil)
@@ -82,7 +96,8 @@ var _ stock.Store = (*Store)(nil)
 // caller's transaction, which must run at READ COMMITTED (the default);
 // the rows a call locks then stay locked until the caller commits, and
 // Reserve runs alone rather than grouped with other callers' (see the
-// package documentation).
+// package documentation), as it does through a pool with
+// [Options.PerCall].
 func New(db DBTX, opts Options) (*Store, error) {
 	if db == nil {
 		return nil, errors.New("stockpg: nil DBTX")
@@ -91,7 +106,7 @@ func New(db DBTX, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Store{db: db, shards: o.Shards, q: newQueries(p)}, nil
+	return &Store{db: db, shards: o.Shards, perCall: o.PerCall, q: newQueries(p)}, nil
 }
 
 // The reservation states, as stored.

@@ -66,11 +66,11 @@ func TestShardsGrow(t *testing.T) {
 }
 
 func TestRefusals(t *testing.T) {
-	for _, m := range modes {
+	for _, m := range allModes {
 		t.Run(m.name, func(t *testing.T) {
 			t.Parallel()
 			ctx := t.Context()
-			s, pool := newStore(t, stockpg.Options{Shards: m.shards})
+			s, pool := newStore(t, m.opts())
 			require.NoError(t, s.Define(ctx, "item", stock.ItemConfig{HolderLimit: 2}))
 			require.NoError(t, s.Restock(ctx, "item", 3))
 
@@ -105,11 +105,11 @@ func TestRefusals(t *testing.T) {
 // says so, Confirm refuses it, Level counts its units as available and
 // the next Reserve takes them; Sweep then has nothing to do for it.
 func TestExpiredBeforeSweep(t *testing.T) {
-	for _, m := range modes {
+	for _, m := range allModes {
 		t.Run(m.name, func(t *testing.T) {
 			t.Parallel()
 			ctx := t.Context()
-			s, pool := newStore(t, stockpg.Options{Shards: m.shards})
+			s, pool := newStore(t, m.opts())
 			require.NoError(t, s.Define(ctx, "item", stock.ItemConfig{HolderLimit: 1}))
 			require.NoError(t, s.Restock(ctx, "item", 1))
 			r, err := s.Reserve(ctx, reserveReq("item", "a", "a1", 1))
@@ -188,13 +188,17 @@ func TestCallerTransactionRollsBack(t *testing.T) {
 // TestCancelledContext: a call with a cancelled context fails and changes
 // nothing.
 func TestCancelledContext(t *testing.T) {
-	t.Parallel()
-	s, pool := newStore(t, stockpg.Options{})
-	require.NoError(t, s.Define(t.Context(), "item", stock.ItemConfig{}))
-	require.NoError(t, s.Restock(t.Context(), "item", 1))
-	ctx, cancel := context.WithCancel(t.Context())
-	cancel()
-	_, err := s.Reserve(ctx, reserveReq("item", "h", "r1", 1))
-	require.True(t, errors.Is(err, context.Canceled), "got %v", err)
-	requireConsistent(t, s, pool, "item", 1)
+	for _, m := range allModes {
+		t.Run(m.name, func(t *testing.T) {
+			t.Parallel()
+			s, pool := newStore(t, m.opts())
+			require.NoError(t, s.Define(t.Context(), "item", stock.ItemConfig{}))
+			require.NoError(t, s.Restock(t.Context(), "item", 1))
+			ctx, cancel := context.WithCancel(t.Context())
+			cancel()
+			_, err := s.Reserve(ctx, reserveReq("item", "h", "r1", 1))
+			require.True(t, errors.Is(err, context.Canceled), "got %v", err)
+			requireConsistent(t, s, pool, "item", 1)
+		})
+	}
 }
