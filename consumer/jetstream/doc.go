@@ -161,8 +161,13 @@
 // With file storage, the stream and the durable survive a restart of the
 // server. nats-server writes to disk in the background, though: a machine
 // that crashes can lose what the server acknowledged last, and after the
-// process is killed (SIGKILL), nats-server 2.9 was seen to keep in a work
-// queue messages whose acknowledgement it had processed just before: the
-// durable counts them as acknowledged and never delivers them again, and
-// they take space until the stream is purged.
+// process is killed (SIGKILL), nats-server 2.9 was seen to lose either
+// half of an acknowledgement it had processed just before. It may keep in
+// a work queue a message the durable counts as acknowledged: it is never
+// delivered again and takes space until the stream is purged. Or the
+// durable may keep as unacknowledged a message the stream has removed:
+// the server tries to deliver it every AckWait (logging "deleted
+// message"), and it counts against MaxAckPending until the durable is
+// deleted and set up again. No message is lost or delivered as new
+// either way.
 package jetstream
