@@ -37,9 +37,9 @@
 //
 // Reserve sends the pointer's SET NX GET and the reservation script in
 // one pipeline. Concurrent Reserves of one item share that round trip
-// (group commit): each item has at most one pipeline in flight, Reserves
-// that arrive meanwhile queue, and the next pipeline carries up to 128 of
-// them, the pointer of each ID and one script that makes their
+// (group commit): Reserves of an item queue while its pipeline is in
+// flight, a second pipeline goes out once 8 of them wait (never more than
+// two per item), and each pipeline carries up to 128 of them, the pointer of each ID and one script that makes their
 // reservations in order, each with exactly the checks and the answer it
 // would get alone (a later one sees the units, holder counts and IDs the
 // earlier ones took). An item reserved by one caller at a time costs a
@@ -50,10 +50,11 @@
 // When the pointer names another item, the script has run for that ID all
 // the same: its Reserve then undoes what it made, found by a nonce of the
 // call that the script records, in a second round trip, and fails with
-// [stock.ErrConflict]. On one connection to one server the SETs run
-// first. In Redis Cluster the pointers and the item are in different
-// slots, so the commands may go to different nodes, and neither order nor
-// all of them running is assured. Whatever happens, these hold:
+// [stock.ErrConflict]. A pipeline's SETs run before its script, but
+// another pipeline of the item may run in between; in Redis Cluster the
+// pointers and the item are in different slots, so the commands may go
+// to different nodes, and neither order nor all of them running is
+// assured. Whatever happens, these hold:
 //
 //   - Every reservation is an ordinary hold in its item: if nothing
 //     reaches it, it expires when its hold ends and its units go back.

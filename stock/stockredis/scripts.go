@@ -350,7 +350,9 @@ const sweepBatch = 100
 // so the holds set need not list them until then. No path scans the
 // holds or the holders: due holds are found with ZRANGE BYSCORE LIMIT,
 // and each is expired once.
-var reserveBatchScript = redis.NewScript(luaItem + `
+var reserveBatchScript = redis.NewScript(reserveBatchSrc)
+
+const reserveBatchSrc = luaItem + `
 load()
 local ids, hs = {}, {}
 for i = 2, #ARGV, 5 do
@@ -430,7 +432,7 @@ for i = 2, #ARGV, 5 do
 end
 flush()
 return replies
-`)
+`
 
 // undoReserveScript: luaItem's keys; ARGV[1] ID, ARGV[2] the nonce of the
 // Reserve to undo. It removes the reservation, giving its units back if

@@ -222,17 +222,25 @@ func (s *Store) LoadCodes(ctx context.Context, item string, codes []string) (int
 	return added, nil
 }
 
-// maxReserveBatch bounds the Reserves of one item that one round trip
-// carries.
-const maxReserveBatch = 128
+// Group commit of an item's Reserves: one round trip carries up to
+// maxReserveBatch of them, and up to maxPipelines round trips of an item
+// are in flight at once, the second only once secondPipelineAt Reserves
+// wait. Redis runs one item's scripts one after another, but a second
+// pipeline lets it work on one batch while the client reads the replies
+// of the other and writes the next, instead of waiting for each in turn.
+const (
+	maxReserveBatch  = 128
+	maxPipelines     = 2
+	secondPipelineAt = 8
+)
 
 // Reserve implements [stock.Store].
 //
 // Concurrent Reserves of one item are sent together (see the package
 // documentation): a Reserve joins its item's queue, and the queue is
-// sent in one round trip, at most one at a time per item, up to
-// maxReserveBatch Reserves at once; Reserves that arrive meanwhile wait
-// for the next. So an item reserved alone costs one round trip a call,
+// sent in one round trip, up to maxReserveBatch Reserves at once, with at
+// most maxPipelines round trips per item in flight; Reserves that arrive
+// meanwhile wait for the next. So an item reserved alone costs one round trip a call,
 // and a hot one amortizes it over as many calls as are waiting. The round
 // trip is one pipeline of the command that binds each ID to req.Item (SET
 // NX GET of the ID's pointer, see the package documentation) and one
@@ -327,27 +335,33 @@ type reserveResult struct {
 }
 
 // reserveQueue holds the Reserves of one item not yet sent. It exists,
-// with one goroutine sending it, while the item has Reserves under way.
+// with one or two goroutines sending it (senders, at most maxPipelines),
+// while the item has Reserves under way.
 type reserveQueue struct {
 	pending []*reserveCall
+	senders int
 }
 
-// enqueueReserve adds c to its item's queue, and starts the queue's
-// sender if there is none.
+// enqueueReserve adds c to its item's queue, and starts a sender for the
+// queue if it has none, or if it has one and secondPipelineAt calls
+// wait.
 func (s *Store) enqueueReserve(c *reserveCall) {
 	s.mu.Lock()
 	q := s.queues[c.req.Item]
 	if q == nil {
 		q = &reserveQueue{}
 		s.queues[c.req.Item] = q
-		go s.sendReserves(c.req.Item, q)
 	}
 	q.pending = append(q.pending, c)
+	if q.senders == 0 || (q.senders < maxPipelines && len(q.pending) >= secondPipelineAt) {
+		q.senders++
+		go s.sendReserves(c.req.Item, q)
+	}
 	s.mu.Unlock()
 }
 
 // sendReserves sends q's calls, a batch per round trip, until none is
-// left, then removes q.
+// left; the last sender to stop removes q.
 func (s *Store) sendReserves(item string, q *reserveQueue) {
 	k := s.keys(item)
 	var batch []*reserveCall
@@ -361,8 +375,9 @@ func (s *Store) sendReserves(item string, q *reserveQueue) {
 	}
 }
 
-// takeReserves moves up to maxReserveBatch live calls from q to batch, or
-// removes q from the store when there are none.
+// takeReserves moves up to maxReserveBatch live calls from q to batch.
+// When there are none, the calling sender stops, and the last one removes
+// q from the store.
 func (s *Store) takeReserves(item string, q *reserveQueue, batch []*reserveCall) []*reserveCall {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -380,7 +395,10 @@ func (s *Store) takeReserves(item string, q *reserveQueue, batch []*reserveCall)
 	clear(q.pending[rest:])
 	q.pending = q.pending[:rest]
 	if len(batch) == 0 {
-		delete(s.queues, item)
+		q.senders--
+		if q.senders == 0 {
+			delete(s.queues, item)
+		}
 	}
 	return batch
 }
