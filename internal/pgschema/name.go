@@ -105,6 +105,11 @@ func (n Name) Local(suffix string) string {
 	return pgx.Identifier{n.name + suffix}.Sanitize()
 }
 
+// Bare is the unqualified, unquoted name of the object named after the
+// name with suffix, as PostgreSQL reports it in an error's table or
+// constraint name.
+func (n Name) Bare(suffix string) string { return n.name + suffix }
+
 // Literal quotes s as an SQL string literal.
 func Literal(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", "''") + "'"

@@ -86,6 +86,7 @@ func TestQuoting(t *testing.T) {
 	require.Equal(t, `"ops"."jobs"`, qualified.Ident())
 	require.Equal(t, `"ops"."jobs_seq"`, qualified.Sibling("_seq"))
 	require.Equal(t, `"jobs_idx"`, qualified.Local("_idx"), "CREATE INDEX names its index unqualified")
+	require.Equal(t, "jobs_pkey", qualified.Bare("_pkey"), "errors name constraints unqualified")
 }
 
 func TestLiteral(t *testing.T) {

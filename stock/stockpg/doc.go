@@ -87,16 +87,26 @@
 // # Per-call reserves
 //
 // With [Options.PerCall], a Reserve through a pool is not grouped either:
-// it is a statement and a transaction of its own, one call of the function
-// with one request, on the caller's context. An unsharded store's call
-// locks the item's row (it is exact). A sharded store's first call locks
-// one shard, as a sharded batch does, preferring a random one; if that
-// shard is short while the item as a whole may not be, a second call locks
-// every shard and decides on their total. The first has committed by then,
-// and released its shard: it reserved nothing, and what else it may have
-// done, taking back holds whose time has passed (of its shard, and the
-// holder's in any shard) and no longer counting the holder's ended
-// reservations, leaves every count right on its own, as a Sweep does.
+// it is a statement and a transaction of its own, on the caller's
+// context. It first calls the function <prefix>_reserve_one, a few
+// statements on rows found by key for the common case: an ID without a
+// reservation, and a shard with units for it (a random one preferred,
+// locked as a sharded batch locks one) and, with a holder limit, room in
+// the holder's count. That function also refuses a Reserve that a
+// snapshot of the whole item shows sold out. It hands every other case
+// back having reserved nothing: an ID that has a reservation (or gets one
+// from a concurrent Reserve meanwhile), a short shard, a holder at the
+// limit before ended reservations are discounted, an unknown or disabled
+// item. Such a Reserve then takes the batch function's path with one
+// request. An unsharded store's call locks the item's row (it is exact).
+// A sharded store's first call locks one shard, preferring a random one;
+// if that shard is short while the item as a whole may not be, a second
+// call locks every shard and decides on their total. The first has
+// committed by then, and released its shard: it reserved nothing, and
+// what else it may have done, taking back holds whose time has passed (of
+// its shard, and the holder's in any shard) and no longer counting the
+// holder's ended reservations, leaves every count right on its own, as a
+// Sweep does.
 //
 // Which to choose:
 //
@@ -180,7 +190,8 @@
 //
 // [Migrate] creates, if they do not exist, these tables (named after
 // [Options.Prefix], default [DefaultPrefix]) and their indexes, and
-// creates or replaces the function <prefix>_reserve_batch:
+// creates or replaces the functions <prefix>_reserve_batch and
+// <prefix>_reserve_one:
 //
 //	<prefix>_items         item, codes, holder_limit, disabled, reason
 //	<prefix>_shards        item, shard, available (free units), added (units ever added)
@@ -195,7 +206,7 @@
 // reservations, and takes their units off the row, in the statement that
 // checks the limit, so Release and Sweep never touch holder rows.
 // [Schema] returns the same SQL for migration tools; run it again after
-// upgrading this package, so that the function is the one it calls.
+// upgrading this package, so that the functions are the ones it calls.
 //
 // Every deadline is computed on the database's clock
 // (statement_timestamp()), never the client's, so processes with skewed

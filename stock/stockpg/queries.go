@@ -35,7 +35,8 @@ import (
 // clock, the same for every client, moving from statement to statement
 // inside a caller's transaction too.
 type queries struct {
-	reserveBatch string
+	reserveBatch, reserveOne string
+	reservationsKey          string // the constraint a duplicate ID violates
 
 	confirm, release, get, sweep string
 
@@ -50,14 +51,20 @@ func newQueries(p pgschema.Name) queries {
 		"{holders}", p.Sibling(holdersSuffix),
 		"{codes}", p.Sibling(codesSuffix),
 		"{reserve_batch}", p.Sibling(reserveBatchSuffix),
+		"{reserve_one}", p.Sibling(reserveOneSuffix),
 		"{ts}", "statement_timestamp()",
 	)
 	return queries{
-		// See the function in stock.sql and batch.go.
+		reservationsKey: p.Bare(reservationsKeySuffix),
+
+		// See the functions in stock.sql, batch.go and reserve.go.
 		reserveBatch: r.Replace(`
 SELECT o_outcome, o_item, o_holder, o_quantity, o_state, o_expires_at, o_codes, o_due, o_available, o_reason
 FROM {reserve_batch}($1::text, $2::integer, $3::text[], $4::integer[], $5::text[], $6::integer[],
                      $7::integer[], $8::bigint[], $9::integer)`),
+		reserveOne: r.Replace(`
+SELECT o_outcome, o_item, o_holder, o_quantity, o_state, o_expires_at, o_codes, o_due, o_available, o_reason
+FROM {reserve_one}($1::text, $2::integer, $3::text, $4::text, $5::integer, $6::bigint)`),
 
 		// The reservation is locked first (its newest state decides),
 		// then as many free codes as it has units, skipping codes that

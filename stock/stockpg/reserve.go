@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/idemq/idemq/internal/pgschema"
 	"github.com/idemq/idemq/stock"
@@ -57,9 +58,12 @@ func checkRequest(req stock.ReserveRequest) error {
 	return nil
 }
 
-// reserveAlone reserves without group commit, as a batch of one: in the
-// caller's transaction when db is a pgx.Tx, or else with each statement a
-// transaction of its own. A sharded store first tries one random shard,
+// reserveAlone reserves without group commit: in the caller's
+// transaction when db is a pgx.Tx, or else with each statement a
+// transaction of its own, and then first with reserveOne, which settles
+// the common case in one short statement. What that hands back, and every
+// Reserve in a caller's transaction, is made as a batch of one. A sharded
+// store first tries one random shard,
 // and only if that shard is short while the item may not be, the exact
 // step, which waits for every shard in order. The first step must not
 // hold its shard while the exact one waits: on its own it has committed,
@@ -83,6 +87,12 @@ func (s *Store) reserveAlone(ctx context.Context, req stock.ReserveRequest) (sto
 	if err := ctx.Err(); err != nil {
 		return stock.Reservation{}, err
 	}
+	_, inTx := s.db.(pgx.Tx)
+	if !inTx {
+		if r, done, err := s.reserveOne(ctx, req); done {
+			return r, err
+		}
+	}
 	if s.shards > 1 {
 		r, next, err := s.reserveOnShard(ctx, req, rand.IntN(s.shards))
 		if !next {
@@ -95,6 +105,43 @@ func (s *Store) reserveAlone(ctx context.Context, req stock.ReserveRequest) (sto
 	}
 	r, _, err := batchOutcome(req, exactShard, answers[0])
 	return r, err
+}
+
+// reserveOne is a Reserve on its own in one short statement, the
+// reserve_one function, which handles the common case: no reservation
+// with the ID yet, and a shard, preferably a random one, with units for
+// it (and, with a holder limit, room left in the holder's count). It also
+// refuses a Reserve that a snapshot of the whole item shows sold out. done
+// is false when it handed the request back, having changed nothing; the
+// caller then makes the request with reserve_batch, which also takes back
+// expired holds, discounts the holder's ended reservations, and finds a
+// reservation the ID has.
+//
+// It runs only as a statement of its own: in a caller's transaction, a
+// shard it locked before handing the request back would stay locked while
+// reserve_batch waited for the others.
+func (s *Store) reserveOne(ctx context.Context, req stock.ReserveRequest) (r stock.Reservation, done bool, err error) {
+	shard := 0
+	if s.shards > 1 {
+		shard = rand.IntN(s.shards)
+	}
+	var a batchRow
+	err = s.db.QueryRow(ctx, s.q.reserveOne, req.Item, int32(shard), req.Holder, req.ID, int32(req.Quantity),
+		pgschema.Micros(req.Hold)).Scan(&a.outcome, &a.item, &a.holder, &a.quantity, &a.state, &a.expires,
+		&a.codes, &a.due, &a.available, &a.reason)
+	var pgErr *pgconn.PgError
+	switch {
+	case errors.As(err, &pgErr) && pgErr.Code == "23505" && // unique_violation
+		pgErr.ConstraintName == s.q.reservationsKey:
+		// A concurrent Reserve inserted the ID first: nothing was done.
+		return stock.Reservation{}, false, nil
+	case err != nil:
+		return stock.Reservation{}, true, fmt.Errorf("stockpg: reserve %q: %w", req.ID, err)
+	case a.outcome == "full":
+		return stock.Reservation{}, false, nil
+	}
+	r, _, err = batchOutcome(req, exactShard, a)
+	return r, true, err
 }
 
 // reserveOnShard is the first step of a sharded reserveAlone, on shard.

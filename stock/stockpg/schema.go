@@ -33,8 +33,9 @@ const (
 	holderIndexSuffix = "_reservations_holder_idx"
 	freeIndexSuffix   = "_codes_free_idx"
 
-	// Reserve's group commit.
+	// Reserve's group commit, and a Reserve on its own.
 	reserveBatchSuffix = "_reserve_batch"
+	reserveOneSuffix   = "_reserve_one"
 
 	// Named by PostgreSQL: the primary key of the reservations (whose
 	// violation Reserve recognises) and the codes' identity sequence.
@@ -46,7 +47,7 @@ const (
 // from it must fit the identifier limit too.
 func parsePrefix(s string) (pgschema.Name, error) {
 	p, err := pgschema.Parse(s, "prefix", heldIndexSuffix, dueIndexSuffix, holderIndexSuffix,
-		freeIndexSuffix, reservationsKeySuffix, codesSeqSuffix, reserveBatchSuffix)
+		freeIndexSuffix, reservationsKeySuffix, codesSeqSuffix, reserveBatchSuffix, reserveOneSuffix)
 	if err != nil {
 		return p, fmt.Errorf("%w %w", ErrInvalidPrefix, err)
 	}
@@ -65,6 +66,7 @@ func schemaSQL(p pgschema.Name) string {
 		"HolderIndex":  p.Local(holderIndexSuffix),
 		"FreeIndex":    p.Local(freeIndexSuffix),
 		"ReserveBatch": p.Sibling(reserveBatchSuffix),
+		"ReserveOne":   p.Sibling(reserveOneSuffix),
 	})
 }
 

@@ -58,6 +58,7 @@ func TestSchema(t *testing.T) {
 	require.Contains(t, sql, `"shop"."promo_reservations"`)
 	require.Contains(t, sql, `CREATE INDEX IF NOT EXISTS "promo_reservations_held_idx" ON "shop"."promo_reservations"`)
 	require.Contains(t, sql, `CREATE OR REPLACE FUNCTION "shop"."promo_reserve_batch"(`)
+	require.Contains(t, sql, `CREATE OR REPLACE FUNCTION "shop"."promo_reserve_one"(`)
 }
 
 func TestMigrateTwice(t *testing.T) {

@@ -425,3 +425,122 @@ BEGIN
     ORDER BY k;
 END
 $fn$;
+
+-- Reserve of one request on its own (Options.PerCall, outside a caller's
+-- transaction): the common case in a few statements on rows found by key,
+-- with the same locks in the same order as reserve_batch, answering one
+-- row as reserve_batch does, with outcome 'new' or 'soldout', or 'full'
+-- for every other case, which it leaves to reserve_batch (then nothing
+-- has changed but, with a limit, the holder's row may exist with the
+-- units it had). It locks one shard, as reserve_batch does for p_shard >=
+-- 0: one that no one else holds, one with units first, p_shard first
+-- among equals, or, if all are held, the best one once it is free. With
+-- a holder limit, it then locks the holder's row and grants only if the
+-- units the row counts leave room (reserve_batch also discounts ended
+-- reservations). It takes back no expired hold: a shard short of units
+-- answers 'soldout' only if a snapshot of the whole item, expired holds
+-- included, is short too, and 'full' otherwise.
+--
+-- An ID that has a reservation is answered 'full'; one inserted by a
+-- concurrent Reserve after that check makes the insert fail with a
+-- unique violation, which aborts the statement, and the caller then asks
+-- reserve_batch.
+CREATE OR REPLACE FUNCTION {{.ReserveOne}}(
+    p_item   text,
+    p_shard  integer,
+    p_holder text,
+    p_id     text,
+    p_qty    integer,
+    p_hold   bigint)
+RETURNS TABLE (o_outcome text, o_item text, o_holder text, o_quantity integer, o_state text,
+               o_expires_at timestamptz, o_codes text[], o_due boolean, o_available bigint, o_reason text)
+LANGUAGE plpgsql
+-- As for reserve_batch: plans made once per connection, index lookups.
+SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
+AS $fn$
+DECLARE
+    v_ts       timestamptz := statement_timestamp();
+    v_limit    integer;
+    v_disabled boolean;
+    v_prior    boolean;
+    v_shard    integer;
+    v_free     bigint;
+BEGIN
+    o_outcome := 'full';
+    SELECT it.holder_limit, it.disabled,
+           EXISTS (SELECT 1 FROM {{.Reservations}} r WHERE r.id = p_id)
+    INTO v_limit, v_disabled, v_prior
+    FROM {{.Items}} it
+    WHERE it.item = p_item;
+    IF NOT FOUND OR v_disabled OR v_prior THEN
+        RETURN NEXT;
+        RETURN;
+    END IF;
+
+    SELECT s.shard, s.available INTO v_shard, v_free
+    FROM {{.Shards}} s
+    WHERE s.item = p_item
+    ORDER BY s.available >= p_qty DESC, s.shard = p_shard DESC, s.available DESC
+    LIMIT 1
+    FOR NO KEY UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+        SELECT s.shard, s.available INTO v_shard, v_free
+        FROM {{.Shards}} s
+        WHERE s.item = p_item
+          AND s.shard = (SELECT t.shard FROM {{.Shards}} t
+                         WHERE t.item = p_item
+                         ORDER BY t.available >= p_qty DESC, t.shard = p_shard DESC, t.available DESC
+                         LIMIT 1)
+        FOR NO KEY UPDATE;
+    END IF;
+    IF NOT FOUND OR v_free < p_qty THEN
+        IF v_limit = 0 THEN
+            SELECT coalesce((SELECT sum(s.available) FROM {{.Shards}} s WHERE s.item = p_item), 0)
+                   + coalesce((SELECT sum(r.quantity) FROM {{.Reservations}} r
+                               WHERE r.item = p_item AND r.state = 'held' AND r.expires_at <= v_ts), 0)
+            INTO o_available;
+            IF o_available < p_qty THEN
+                o_outcome := 'soldout';
+            ELSE
+                o_available := NULL;
+            END IF;
+        END IF;
+        RETURN NEXT;
+        RETURN;
+    END IF;
+
+    IF v_limit > 0 THEN
+        INSERT INTO {{.Holders}} AS h (item, holder, units, last_id)
+        VALUES (p_item, p_holder, 0, '')
+        ON CONFLICT (item, holder) DO UPDATE SET units = h.units WHERE false;
+        UPDATE {{.Holders}} h
+        SET units = h.units + p_qty, last_id = p_id
+        WHERE h.item = p_item AND h.holder = p_holder AND h.units + p_qty <= v_limit;
+        IF NOT FOUND THEN
+            RETURN NEXT;
+            RETURN;
+        END IF;
+    ELSE
+        INSERT INTO {{.Holders}} AS h (item, holder, units, last_id)
+        VALUES (p_item, p_holder, p_qty, p_id)
+        ON CONFLICT (item, holder) DO UPDATE
+        SET units = h.units + EXCLUDED.units, last_id = EXCLUDED.last_id;
+    END IF;
+
+    o_expires_at := v_ts + p_hold * interval '1 microsecond';
+    INSERT INTO {{.Reservations}} (id, item, holder, quantity, state, shard, counted, expires_at, created_at)
+    VALUES (p_id, p_item, p_holder, p_qty, 'held', v_shard, true, o_expires_at, v_ts);
+    UPDATE {{.Shards}} s
+    SET available = s.available - p_qty
+    WHERE s.item = p_item AND s.shard = v_shard;
+
+    o_outcome := 'new';
+    o_item := p_item;
+    o_holder := p_holder;
+    o_quantity := p_qty;
+    o_state := 'held';
+    o_due := false;
+    RETURN NEXT;
+END
+$fn$;
