@@ -36,7 +36,9 @@ type Options struct {
 	// that concurrent batches of reservations of one hot item, from
 	// several processes or too many for one batch, lock different rows
 	// instead of queueing on one. 0 or 1 keeps one row per item
-	// (unsharded); at most [MaxShards]. See the package documentation
+	// (unsharded); at most [MaxShards]. Per-call Reserves do best with
+	// about as many shards as Reserves of one item run at once, so that
+	// each finds a shard no one else holds. See the package documentation
 	// for the trade-offs. Items get their shards at Define; stores with
 	// different Shards may share the tables. [Schema] and [Migrate]
 	// ignore it.
