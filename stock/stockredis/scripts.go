@@ -9,7 +9,8 @@ import "github.com/redis/go-redis/v9"
 //	<prefix>{<item>}:i          hash: the item (fields below)
 //	<prefix>{<item>}:r          hash: reservation ID -> its record (below)
 //	<prefix>{<item>}:h          sorted set: IDs of held reservations, scored by expiry (ms)
-//	<prefix>{<item>}:u          hash: holder -> units held or confirmed
+//	<prefix>{<item>}:u          hash: holder -> units held or confirmed, kept
+//	                            only while the item has a holder limit
 //	<prefix>{<item>}:c          list: a code item's codes not yet given out, in load order
 //	<prefix>{<item>}:a          set: every code ever loaded into the item
 //	<prefix>{<item>}:n:<nonce>  string: receipt of a Restock or LoadCodes call
@@ -30,6 +31,9 @@ import "github.com/redis/go-redis/v9"
 //	disabled      "1" or "0"
 //	reason        why it is disabled
 //	holder_limit  HolderLimit, 0 for none
+//	counted       "0" while :u is not kept (no holder limit); absent or
+//	              "1" while it is, and then exact: a limit is set only
+//	              with :u counted afresh from the reservations
 //	codes         "1" for a code item, "0" for a counted one
 //	due           a time (ms) no hold in :h ends before, so that a
 //	              Reserve before it need not look at :h; absent means 0.
@@ -152,12 +156,13 @@ local adds = {}
 
 local function load()
   local v = redis.call('HMGET', item, 'codes', 'disabled', 'reason', 'holder_limit',
-    'available', 'held', 'confirmed', 'due')
+    'available', 'held', 'confirmed', 'due', 'counted')
   if not v[1] then
     it = false
     return false
   end
-  it = {codes = v[1] == '1', disabled = v[2] == '1', reason = v[3] or '', limit = num(v[4])}
+  it = {codes = v[1] == '1', disabled = v[2] == '1', reason = v[3] or '', limit = num(v[4]),
+    counted = v[9] ~= '0'}
   avail, held, confirmed, due = num(v[5]), num(v[6]), num(v[7]), num(v[8])
   return it
 end
@@ -219,7 +224,12 @@ local function units(h)
   return u
 end
 
+-- addUnits changes a holder's count, if the item keeps them (load must
+-- have run).
 local function addUnits(h, q)
+  if not (it and it.counted) then
+    return
+  end
   unitsOf[h] = units(h) + q
   unitsDirty[h] = true
 end
@@ -308,7 +318,9 @@ local function expireDue(max)
         hs[#hs + 1] = r.holder
       end
     end
-    prefetchUnits(hs)
+    if it.counted then
+      prefetchUnits(hs)
+    end
     for _, id in ipairs(ids) do
       n = n + expire(id)
     end
@@ -360,7 +372,7 @@ for i = 2, #ARGV, 5 do
   hs[#hs + 1] = ARGV[i + 1]
 end
 prefetch(ids)
-if it then
+if it and it.counted then
   prefetchUnits(hs)
 end
 
@@ -573,20 +585,63 @@ flush()
 return n
 `)
 
-// defineScript: KEYS[1] item; ARGV[1] holder limit, ARGV[2] "1" for a
-// code item. Replies 0, or stWrongKind when the item exists as the other
-// kind.
-var defineScript = redis.NewScript(`
-local codes = redis.call('HGET', KEYS[1], 'codes')
-if codes then
-  if codes ~= ARGV[2] then
-    return -11
-  end
-  redis.call('HSET', KEYS[1], 'holder_limit', ARGV[1])
+// defineScript: KEYS[1] item, KEYS[2] its reservations, KEYS[3] its
+// holders' counts; ARGV[1] holder limit, ARGV[2] "1" for a code item.
+// Replies 0, or stWrongKind when the item exists as the other kind.
+//
+// Holders' counts are kept only while the item has a limit. Setting a
+// limit on an item that has none counts every holder's held and confirmed
+// units afresh from its reservations, in this script: its time grows with
+// the item's reservations. Removing the limit drops the counts.
+var defineScript = redis.NewScript(luaRecord + `
+local item, resv, holders = KEYS[1], KEYS[2], KEYS[3]
+local counted = '0'
+if tonumber(ARGV[1]) > 0 then
+  counted = '1'
+end
+local codes = redis.call('HGET', item, 'codes')
+if not codes then
+  redis.call('HSET', item, 'units', 0, 'available', 0, 'held', 0, 'confirmed', 0,
+    'disabled', '0', 'reason', '', 'holder_limit', ARGV[1], 'codes', ARGV[2], 'counted', counted)
   return 0
 end
-redis.call('HSET', KEYS[1], 'units', 0, 'available', 0, 'held', 0, 'confirmed', 0,
-  'disabled', '0', 'reason', '', 'holder_limit', ARGV[1], 'codes', ARGV[2])
+if codes ~= ARGV[2] then
+  return -11
+end
+local was = redis.call('HGET', item, 'counted') or '1'
+if counted == '0' then
+  redis.call('DEL', holders)
+elseif was == '0' then
+  redis.call('DEL', holders)
+  local sums, seen, cursor = {}, {}, '0'
+  repeat
+    local page = redis.call('HSCAN', resv, cursor, 'COUNT', 1000)
+    cursor = page[1]
+    local kv = page[2]
+    for i = 1, #kv, 2 do
+      if not seen[kv[i]] then
+        seen[kv[i]] = true
+        local r = decode(kv[i + 1])
+        if r.state == 'held' or r.state == 'confirmed' then
+          sums[r.holder] = (sums[r.holder] or 0) + r.qty
+        end
+      end
+    end
+  until cursor == '0'
+  local set = {}
+  for h, u in pairs(sums) do
+    set[#set + 1] = h
+    set[#set + 1] = string.format('%d', u)
+    if #set == 512 then
+      redis.call('HSET', holders, unpack(set))
+      set = {}
+    end
+  end
+  if #set > 0 then
+    redis.call('HSET', holders, unpack(set))
+  end
+end
+redis.call('HSET', item, 'holder_limit', ARGV[1], 'counted', counted)
 return 0
 `)
 

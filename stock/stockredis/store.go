@@ -152,7 +152,7 @@ func (s *Store) Define(ctx context.Context, item string, cfg stock.ItemConfig) e
 		codes = "1"
 	}
 	k := s.keys(item)
-	n, err := defineScript.Run(ctx, s.client, []string{k.item}, cfg.HolderLimit, codes).Int64()
+	n, err := defineScript.Run(ctx, s.client, []string{k.item, k.resv, k.holders}, cfg.HolderLimit, codes).Int64()
 	if err != nil {
 		return fmt.Errorf("stockredis: define %q: %w", item, err)
 	}

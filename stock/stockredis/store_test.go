@@ -84,12 +84,31 @@ func checkItem(t *testing.T, s *Store, client redis.UniversalClient, item string
 
 	counts, err := client.HGetAll(ctx, k.holders).Result()
 	require.NoError(t, err)
-	perHolder := 0
-	for _, c := range counts {
-		require.Positive(t, atoi(c))
-		perHolder += atoi(c)
+	if f["counted"] == "0" {
+		require.Equal(t, "0", f["holder_limit"], "holders' counts not kept with a holder limit")
+		require.Empty(t, counts, "holders' counts kept without a holder limit")
+	} else {
+		// Each holder's count is the units of its held and confirmed
+		// reservations.
+		recs, err := client.HGetAll(ctx, k.resv).Result()
+		require.NoError(t, err)
+		want := map[string]string{}
+		sums := map[string]int{}
+		for _, v := range recs {
+			f := strings.SplitN(v, " ", 5)
+			require.Len(t, f, 5, "record %q", v)
+			if f[0] != "held" && f[0] != "confirmed" {
+				continue
+			}
+			n, rest, ok := strings.Cut(f[4], ":")
+			require.True(t, ok, "record %q", v)
+			sums[rest[atoi(n):]] += atoi(f[2])
+		}
+		for h, n := range sums {
+			want[h] = strconv.Itoa(n)
+		}
+		require.Equal(t, want, counts, "per-holder counts")
 	}
-	require.Equal(t, held+confirmed, perHolder, "per-holder counts do not add up")
 
 	if f["codes"] == "1" {
 		free, err := client.LLen(ctx, k.free).Result()
@@ -343,6 +362,61 @@ func TestConcurrentRetries(t *testing.T) {
 	}
 	require.Equal(t, stock.Level{Item: "tickets", Available: 7, Held: 3}, level(t, s, "tickets"))
 	checkItem(t, s, client, "tickets")
+}
+
+// TestHolderCountsFollowTheLimit: an item keeps its holders' counts only
+// while it has a holder limit. Setting one counts them afresh from the
+// reservations (held ones whose time has come included, until they are
+// expired), and removing it drops them.
+func TestHolderCountsFollowTheLimit(t *testing.T) {
+	t.Parallel()
+	s, client := newStore(t)
+	ctx := t.Context()
+	k := s.keys("mugs")
+	counts := func() map[string]string {
+		t.Helper()
+		m, err := client.HGetAll(ctx, k.holders).Result()
+		require.NoError(t, err)
+		return m
+	}
+	define(t, s, "mugs", stock.ItemConfig{}, 20)
+	reserve(t, s, "mugs", "ann", "a1", 2, time.Minute)
+	reserve(t, s, "mugs", "ann", "a2", 1, time.Minute)
+	_, err := s.Confirm(ctx, "a2")
+	require.NoError(t, err)
+	reserve(t, s, "mugs", "bob", "b1", 3, time.Minute)
+	require.NoError(t, s.Release(ctx, "b1"))
+	reserve(t, s, "mugs", "bob", "b2", 1, time.Minute)
+	reserve(t, s, "mugs", "cy", "c1", 1, 20*time.Millisecond)
+	checkItem(t, s, client, "mugs")
+	require.Empty(t, counts(), "no counts without a limit")
+
+	time.Sleep(40 * time.Millisecond) // c1's time has come; nothing has expired it
+	define(t, s, "mugs", stock.ItemConfig{HolderLimit: 3}, 0)
+	require.Equal(t, map[string]string{"ann": "3", "bob": "1", "cy": "1"}, counts(), "counted afresh")
+	checkItem(t, s, client, "mugs")
+
+	_, err = s.Reserve(ctx, stock.ReserveRequest{Item: "mugs", Holder: "ann", ID: "a3", Quantity: 1, Hold: time.Minute})
+	require.ErrorIs(t, err, stock.ErrHolderLimit, "ann holds 2 and has 1 confirmed")
+	reserve(t, s, "mugs", "bob", "b3", 2, time.Minute)
+	require.Equal(t, stock.Level{Item: "mugs", Available: 14, Held: 5, Confirmed: 1}, level(t, s, "mugs"))
+	require.Equal(t, map[string]string{"ann": "3", "bob": "3"}, counts(), "c1 expired by Level")
+	checkItem(t, s, client, "mugs")
+
+	define(t, s, "mugs", stock.ItemConfig{}, 0)
+	require.Empty(t, counts(), "counts dropped with the limit")
+	reserve(t, s, "mugs", "ann", "a4", 5, time.Minute)
+	checkItem(t, s, client, "mugs")
+	define(t, s, "mugs", stock.ItemConfig{HolderLimit: 10}, 0)
+	require.Equal(t, map[string]string{"ann": "8", "bob": "3"}, counts())
+	checkItem(t, s, client, "mugs")
+
+	// An item stored before counts followed the limit has no counted
+	// field, and keeps its counts.
+	require.NoError(t, client.HDel(ctx, k.item, "counted").Err())
+	reserve(t, s, "mugs", "dee", "d1", 1, time.Minute)
+	require.Equal(t, map[string]string{"ann": "8", "bob": "3", "dee": "1"}, counts())
+	checkItem(t, s, client, "mugs")
 }
 
 func TestHolderLimitAndDisable(t *testing.T) {
@@ -783,7 +857,8 @@ func TestKeysShareHashTag(t *testing.T) {
 	ctx := t.Context()
 	names := []string{"plain", "{x}", "}{", "{", "a{b}c", "%7B", "}"}
 	for i, item := range names {
-		define(t, s, item, stock.ItemConfig{Codes: i%2 == 1}, 0)
+		// A holder limit, so that the item keeps its holders' counts.
+		define(t, s, item, stock.ItemConfig{Codes: i%2 == 1, HolderLimit: 10}, 0)
 		if i%2 == 1 {
 			_, err := s.LoadCodes(ctx, item, []string{"c1", "c2", "c3"})
 			require.NoError(t, err)
