@@ -3,6 +3,7 @@ package redisstream
 import (
 	"encoding/binary"
 	"errors"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -143,6 +144,8 @@ func decodeMessage(e *rawEntry) consumer.Message {
 			m.EnqueuedAt = time.UnixMilli(ms)
 		}
 	}
-	m.Attempt = int(e.count + attempts)
+	// An attempts field can come from any producer: a huge one must not
+	// make Attempt wrap (or overflow a 32-bit int).
+	m.Attempt = int(min(e.count+min(attempts, math.MaxInt32), math.MaxInt32))
 	return m
 }
