@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -56,7 +57,16 @@ func encode(m *consumer.Message, now time.Time) (amqp.Publishing, error) {
 		if strings.HasPrefix(k, reservedPrefix) {
 			return amqp.Publishing{}, fmt.Errorf("amqp: message %q: header %q uses the reserved prefix %q", m.ID, k, reservedPrefix)
 		}
+		if brokerHeader(k) {
+			return amqp.Publishing{}, fmt.Errorf("amqp: message %q: header %q is the broker's (delivery count, dead-lettering)", m.ID, k)
+		}
+		if len(k) > maxShortString {
+			return amqp.Publishing{}, fmt.Errorf("amqp: message %q: header name of %d bytes; AMQP allows %d", m.ID, len(k), maxShortString)
+		}
 		headers[k] = v
+	}
+	if len(m.ID) > maxShortString {
+		return amqp.Publishing{}, fmt.Errorf("amqp: message ID of %d bytes; AMQP allows %d", len(m.ID), maxShortString)
 	}
 	id := m.ID
 	if id == "" {
@@ -79,6 +89,11 @@ func encode(m *consumer.Message, now time.Time) (amqp.Publishing, error) {
 	}, nil
 }
 
+// maxShortString is the longest AMQP short string: the message-id and
+// header names are short strings, and amqp091-go closes the connection
+// on a frame with a longer one.
+const maxShortString = 255
+
 // decoded is what the driver reads from a delivery besides the message.
 type decoded struct {
 	msg consumer.Message
@@ -98,7 +113,9 @@ func decode(d *amqp.Delivery) decoded {
 	if !ok && d.Redelivered {
 		count = 1 // not a quorum queue, or a broker that does not count
 	}
-	m.Attempt = int(max(prior, 0) + max(count, 0) + 1)
+	// Any publisher can set these headers: their sum must not wrap (nor
+	// overflow a 32-bit int).
+	m.Attempt = int(min(min(max(prior, 0), math.MaxInt32)+min(max(count, 0), math.MaxInt32)+1, math.MaxInt32))
 	if ns, ok := headerInt(d.Headers, headerEnqueuedAt); ok {
 		m.EnqueuedAt = time.Unix(0, ns)
 	} else if !d.Timestamp.IsZero() {

@@ -71,7 +71,11 @@ func (p *Publisher) Setup(ctx context.Context) error {
 // headers (and EnqueuedAt, in whole seconds, as its timestamp). Attempt is
 // ignored, a zero EnqueuedAt becomes the current time and an empty ID a
 // random one; msgs itself is not modified. Header names must not start
-// with "x-idemq-", which the driver reserves.
+// with "x-idemq-", which the driver reserves, nor be the broker's own
+// (x-delivery-count, x-death, x-first-death-*, x-last-death-*), which a
+// delivery would not give back; header names and the ID are AMQP short
+// strings, of at most 255 bytes. A message that breaks these rules fails
+// the call before anything is sent.
 //
 // The messages are published with the mandatory flag, one after the
 // other, and Publish then waits for the broker's confirms of them all: it

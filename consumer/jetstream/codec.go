@@ -40,8 +40,11 @@ func encode(subject string, m *consumer.Message, dedupe bool) (*nats.Msg, error)
 		}
 		h[k] = []string{v}
 	}
-	if strings.ContainsAny(m.ID, "\r\n") || strings.ContainsAny(m.Key, "\r\n") {
-		return nil, fmt.Errorf("jetstream: message %q: ID and Key may not contain line breaks", m.ID)
+	if err := validValue(m.ID); err != nil {
+		return nil, fmt.Errorf("jetstream: message %q: ID %w", m.ID, err)
+	}
+	if err := validValue(m.Key); err != nil {
+		return nil, fmt.Errorf("jetstream: message %q: Key %w", m.ID, err)
 	}
 	if dedupe {
 		h[headerMsgID] = []string{m.ID}
@@ -56,7 +59,7 @@ func encode(subject string, m *consumer.Message, dedupe bool) (*nats.Msg, error)
 }
 
 // validHeader checks that a header can travel in NATS's text header block
-// and come back as it was.
+// and come back as it was: nats.go refuses some names, and trims values.
 func validHeader(k, v string) error {
 	if k == "" {
 		return fmt.Errorf("empty header name")
@@ -65,17 +68,29 @@ func validHeader(k, v string) error {
 		return fmt.Errorf("header %q: names starting with Nats- or Idemq- are reserved", k)
 	}
 	for i := 0; i < len(k); i++ {
-		if c := k[i]; c <= ' ' || c == ':' || c >= 0x7f {
-			return fmt.Errorf("header %q: names must be printable ASCII without spaces or colons", k)
+		if c := k[i]; c <= ' ' || c >= 0x7f || strings.IndexByte(headerNameSeparators, c) >= 0 {
+			return fmt.Errorf("header %q: names must be printable ASCII without spaces or any of %s", k, headerNameSeparators)
 		}
 	}
-	if strings.ContainsAny(v, "\r\n") {
-		return fmt.Errorf("header %q: values may not contain line breaks", k)
+	if err := validValue(v); err != nil {
+		return fmt.Errorf("header %q: value %w", k, err)
 	}
-	if v != strings.TrimLeft(v, " \t") {
-		// NATS parses the header block like MIME headers: leading white
-		// space would be lost.
-		return fmt.Errorf("header %q: values may not begin with white space", k)
+	return nil
+}
+
+// headerNameSeparators are the characters nats.go refuses in header names,
+// besides spaces and controls.
+const headerNameSeparators = `"()/,:;<=>?@[\]{}`
+
+// validValue checks that v, the value of a header (including the ID and
+// Key), comes back as it was: nats.go writes values without the spaces and
+// tabs at either end, and a line break would end the header.
+func validValue(v string) error {
+	if strings.ContainsAny(v, "\r\n") {
+		return fmt.Errorf("may not contain line breaks")
+	}
+	if v != strings.Trim(v, " \t") {
+		return fmt.Errorf("may not begin or end with white space")
 	}
 	return nil
 }

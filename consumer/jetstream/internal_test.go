@@ -56,7 +56,7 @@ func TestEncodeDecode(t *testing.T) {
 	at := time.Date(2025, 3, 4, 5, 6, 7, 890123456, time.FixedZone("X", 3600))
 	in := consumer.Message{
 		ID: "id-1", Key: "k", Body: []byte{0, 1, 2},
-		Headers:    map[string]string{"content-type": "application/json", "x-empty": "", "x-unicode": "héllo, 世界 "},
+		Headers:    map[string]string{"content-type": "application/json", "x-empty": "", "x-unicode": "héllo, 世界"},
 		Attempt:    9,
 		EnqueuedAt: at,
 	}
@@ -102,6 +102,11 @@ func TestEncodeRejects(t *testing.T) {
 		"empty name":          {ID: "a", Headers: map[string]string{"": "x"}},
 		"line break in value": {ID: "a", Headers: map[string]string{"a": "x\r\ny: z"}},
 		"leading space":       {ID: "a", Headers: map[string]string{"a": " x"}},
+		"trailing tab":        {ID: "a", Headers: map[string]string{"a": "x\t"}},
+		"slash in name":       {ID: "a", Headers: map[string]string{"a/b": "x"}},
+		"quote in name":       {ID: "a", Headers: map[string]string{`"`: "x"}},
+		"space around ID":     {ID: " a"},
+		"space around Key":    {ID: "a", Key: "k "},
 		"line break in ID":    {ID: "a\nb"},
 		"line break in Key":   {ID: "a", Key: "k\r"},
 	} {

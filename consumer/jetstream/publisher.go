@@ -97,10 +97,12 @@ func NewPublisher(nc *nats.Conn, opts PublisherOptions) (*Publisher, error) {
 // a zero EnqueuedAt becomes the current time and an empty ID a random one;
 // msgs itself is not modified.
 //
-// Header names must be printable ASCII without spaces or colons, and may
-// not start with "Nats-" or "Idemq-"; values may not hold line breaks or
-// start with white space. A message that breaks these rules fails the
-// whole call before anything is sent.
+// Header names must be printable ASCII without spaces or any of
+// "()/,:;<=>?@[\]{} and a double quote (nats.go refuses them), and may not
+// start with "Nats-" or "Idemq-"; values, the ID and the Key may not hold
+// line breaks, nor begin or end with a space or a tab (nats.go trims
+// them). A message that breaks these rules fails the whole call before
+// anything is sent.
 //
 // Messages are sent without waiting for each other, up to 512 at a time,
 // and Publish returns once the stream has stored every one. If any fails,

@@ -67,6 +67,10 @@ func parseWhen(s string, now time.Time) (time.Time, error) {
 		return time.Time{}, nil
 	}
 	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		if t.IsZero() {
+			// The zero time means no bound: it cannot be one.
+			return time.Time{}, fmt.Errorf("%q is the zero time; give a later one", s)
+		}
 		return t, nil
 	}
 	var d time.Duration

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -199,7 +200,10 @@ func parseClaim(v []any) (idempotency.Claim, error) {
 	if len(v) == 0 {
 		return idempotency.Claim{}, fmt.Errorf("idempotencyredis: claim: unexpected reply %v", v)
 	}
-	status, _ := v[0].(int64)
+	status, ok := v[0].(int64)
+	if !ok {
+		return idempotency.Claim{}, fmt.Errorf("idempotencyredis: claim: unexpected reply %v", v)
+	}
 	switch {
 	case status == 0 && len(v) == 1:
 		return idempotency.Claim{}, idempotency.ErrFingerprintMismatch
@@ -217,13 +221,18 @@ func parseClaim(v []any) (idempotency.Claim, error) {
 		}
 		return idempotency.Claim{Status: idempotency.Completed, Result: []byte(res)}, nil
 	case status == 3 && len(v) == 2:
-		pttl, _ := v[1].(int64)
+		pttl, ok := v[1].(int64)
+		if !ok {
+			return idempotency.Claim{}, fmt.Errorf("idempotencyredis: claim: bad lease %T", v[1])
+		}
 		// The record was live when the script read it, so its lease has
-		// not run out; never answer a zero or negative wait.
-		return idempotency.Claim{
-			Status:     idempotency.InProgress,
-			RetryAfter: max(time.Duration(pttl)*time.Millisecond, time.Millisecond),
-		}, nil
+		// not run out; never answer a zero or negative wait, nor one that
+		// overflows a Duration.
+		wait := time.Duration(math.MaxInt64)
+		if pttl <= int64(wait/time.Millisecond) {
+			wait = max(time.Duration(pttl)*time.Millisecond, time.Millisecond)
+		}
+		return idempotency.Claim{Status: idempotency.InProgress, RetryAfter: wait}, nil
 	}
 	return idempotency.Claim{}, fmt.Errorf("idempotencyredis: claim: unexpected reply %v", v)
 }

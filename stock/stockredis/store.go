@@ -733,7 +733,9 @@ func decodeCodes(s string) ([]string, error) {
 	for s != "" {
 		n, rest, ok := strings.Cut(s, ":")
 		size, err := strconv.Atoi(n)
-		if !ok || err != nil || size < 0 || size > len(rest) {
+		// The scripts write lengths as plain decimals: no sign and no
+		// leading zero, so that a list has one spelling.
+		if !ok || err != nil || n[0] < '0' || n[0] > '9' || (n[0] == '0' && len(n) > 1) || size > len(rest) {
 			return nil, errors.New("malformed code list")
 		}
 		out = append(out, rest[:size])
