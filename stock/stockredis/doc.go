@@ -33,6 +33,15 @@
 // Options.Prefix must contain no brace, so that the store's own tag
 // decides each key's slot.
 //
+// The per-holder counts are kept only while the item has a holder limit:
+// Define setting a limit counts them from the item's reservations, in one
+// script whose time grows with them, and Define removing it drops them. A
+// limit written by a build that predates this (which keeps the counts
+// for every item) is noticed by the next script of the item, which counts
+// them first. Going back to such a build is not safe for items defined
+// without a limit meanwhile: it would count their holders from zero, so
+// Define them again with their limit after upgrading once more.
+//
 // # Reserve in one round trip
 //
 // Reserve sends the pointer's SET NX GET and the reservation script in

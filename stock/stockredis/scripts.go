@@ -106,6 +106,43 @@ local function reply(r)
 end
 `
 
+// luaRecount defines recountHolders, which counts every holder's held and
+// confirmed units afresh from an item's reservations (resv) into its
+// holders' counts (holders), in time that grows with the reservations.
+// It needs luaRecord.
+const luaRecount = `
+local function recountHolders(resv, holders)
+  redis.call('DEL', holders)
+  local sums, seen, cursor = {}, {}, '0'
+  repeat
+    local page = redis.call('HSCAN', resv, cursor, 'COUNT', 1000)
+    cursor = page[1]
+    local kv = page[2]
+    for i = 1, #kv, 2 do
+      if not seen[kv[i]] then
+        seen[kv[i]] = true
+        local r = decode(kv[i + 1])
+        if r.state == 'held' or r.state == 'confirmed' then
+          sums[r.holder] = (sums[r.holder] or 0) + r.qty
+        end
+      end
+    end
+  until cursor == '0'
+  local set = {}
+  for h, u in pairs(sums) do
+    set[#set + 1] = h
+    set[#set + 1] = string.format('%d', u)
+    if #set == 512 then
+      redis.call('HSET', holders, unpack(set))
+      set = {}
+    end
+  end
+  if #set > 0 then
+    redis.call('HSET', holders, unpack(set))
+  end
+end
+`
+
 // luaNow sets now to the server's time in ms.
 //
 // TIME is allowed in a script that writes because Redis 7 replicates a
@@ -130,7 +167,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 //
 // expire expires one hold, and expireDue holds whose time has come,
 // earliest first.
-const luaItem = luaNow + luaRecord + `
+const luaItem = luaNow + luaRecord + luaRecount + `
 local item, resv, holds, holders = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 
 local function num(s)
@@ -164,6 +201,13 @@ local function load()
   it = {codes = v[1] == '1', disabled = v[2] == '1', reason = v[3] or '', limit = num(v[4]),
     counted = v[9] ~= '0'}
   avail, held, confirmed, due = num(v[5]), num(v[6]), num(v[7]), num(v[8])
+  if it.limit > 0 and not it.counted then
+    -- A limit set without the counts (by a build that predates them):
+    -- count them now, once.
+    recountHolders(resv, holders)
+    redis.call('HSET', item, 'counted', '1')
+    it.counted = true
+  end
   return it
 end
 
@@ -593,7 +637,7 @@ return n
 // limit on an item that has none counts every holder's held and confirmed
 // units afresh from its reservations, in this script: its time grows with
 // the item's reservations. Removing the limit drops the counts.
-var defineScript = redis.NewScript(luaRecord + `
+var defineScript = redis.NewScript(luaRecord + luaRecount + `
 local item, resv, holders = KEYS[1], KEYS[2], KEYS[3]
 local counted = '0'
 if tonumber(ARGV[1]) > 0 then
@@ -612,34 +656,7 @@ local was = redis.call('HGET', item, 'counted') or '1'
 if counted == '0' then
   redis.call('DEL', holders)
 elseif was == '0' then
-  redis.call('DEL', holders)
-  local sums, seen, cursor = {}, {}, '0'
-  repeat
-    local page = redis.call('HSCAN', resv, cursor, 'COUNT', 1000)
-    cursor = page[1]
-    local kv = page[2]
-    for i = 1, #kv, 2 do
-      if not seen[kv[i]] then
-        seen[kv[i]] = true
-        local r = decode(kv[i + 1])
-        if r.state == 'held' or r.state == 'confirmed' then
-          sums[r.holder] = (sums[r.holder] or 0) + r.qty
-        end
-      end
-    end
-  until cursor == '0'
-  local set = {}
-  for h, u in pairs(sums) do
-    set[#set + 1] = h
-    set[#set + 1] = string.format('%d', u)
-    if #set == 512 then
-      redis.call('HSET', holders, unpack(set))
-      set = {}
-    end
-  end
-  if #set > 0 then
-    redis.call('HSET', holders, unpack(set))
-  end
+  recountHolders(resv, holders)
 end
 redis.call('HSET', item, 'holder_limit', ARGV[1], 'counted', counted)
 return 0

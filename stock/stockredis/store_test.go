@@ -417,6 +417,18 @@ func TestHolderCountsFollowTheLimit(t *testing.T) {
 	reserve(t, s, "mugs", "dee", "d1", 1, time.Minute)
 	require.Equal(t, map[string]string{"ann": "8", "bob": "3", "dee": "1"}, counts())
 	checkItem(t, s, client, "mugs")
+
+	// A build that predates the counted field sets a limit by writing
+	// holder_limit alone, on an item whose counts are not kept: the next
+	// script of the item counts them before it checks the limit.
+	define(t, s, "mugs", stock.ItemConfig{}, 0)
+	reserve(t, s, "mugs", "ann", "a5", 1, time.Minute)
+	require.Empty(t, counts())
+	require.NoError(t, client.HSet(ctx, k.item, "holder_limit", 9).Err())
+	_, err = s.Reserve(ctx, stock.ReserveRequest{Item: "mugs", Holder: "ann", ID: "a6", Quantity: 1, Hold: time.Minute})
+	require.ErrorIs(t, err, stock.ErrHolderLimit, "ann holds 9 units")
+	require.Equal(t, map[string]string{"ann": "9", "bob": "3", "dee": "1"}, counts())
+	checkItem(t, s, client, "mugs")
 }
 
 func TestHolderLimitAndDisable(t *testing.T) {
