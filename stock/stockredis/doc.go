@@ -38,9 +38,9 @@
 // script whose time grows with them, and Define removing it drops them. A
 // limit written by a build that predates this (which keeps the counts
 // for every item) is noticed by the next script of the item, which counts
-// them first. Going back to such a build is not safe for items defined
-// without a limit meanwhile: it would count their holders from zero, so
-// Define them again with their limit after upgrading once more.
+// them first. Going back to such a build weakens the limits of items
+// defined without one meanwhile: while it runs, it counts their holders'
+// units from zero (a newer build counts them afresh again).
 //
 // # Reserve in one round trip
 //
