@@ -92,13 +92,13 @@
 // statements on rows found by key for the common case: an ID without a
 // reservation, and a shard with units for it (a random one preferred,
 // locked as a sharded batch locks one) and, with a holder limit, room in
-// the holder's count. That function also refuses a Reserve that a
-// snapshot of the whole item shows sold out. It hands every other case
-// back having reserved nothing: an ID that has a reservation (or gets one
-// from a concurrent Reserve meanwhile), a short shard, a holder at the
-// limit before ended reservations are discounted, an unknown or disabled
-// item. Such a Reserve then takes the batch function's path with one
-// request. An unsharded store's call locks the item's row (it is exact).
+// the holder's count. That function also answers what needs no lock: the
+// reservation the ID already has, an unknown or disabled item, and an
+// item that a snapshot of the whole shows sold out. It hands every other
+// case back having reserved nothing: an ID that gets a reservation from a
+// concurrent Reserve meanwhile, a short shard while the item may have
+// enough, a holder at the limit before ended reservations are discounted.
+// Such a Reserve then takes the batch function's path with one request. An unsharded store's call locks the item's row (it is exact).
 // A sharded store's first call locks one shard, preferring a random one;
 // if that shard is short while the item as a whole may not be, a second
 // call locks every shard and decides on their total. The first has

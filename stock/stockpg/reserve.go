@@ -111,11 +111,11 @@ func (s *Store) reserveAlone(ctx context.Context, req stock.ReserveRequest) (sto
 // reserve_one function, which handles the common case: no reservation
 // with the ID yet, and a shard, preferably a random one, with units for
 // it (and, with a holder limit, room left in the holder's count). It also
-// refuses a Reserve that a snapshot of the whole item shows sold out. done
-// is false when it handed the request back, having changed nothing; the
-// caller then makes the request with reserve_batch, which also takes back
-// expired holds, discounts the holder's ended reservations, and finds a
-// reservation the ID has.
+// answers what needs no lock: the reservation the ID has, an unknown or
+// disabled item, and an item that a snapshot shows sold out. done is false
+// when it handed the request back, having changed nothing; the caller then
+// makes the request with reserve_batch, which also takes back expired
+// holds and discounts the holder's ended reservations.
 //
 // It runs only as a statement of its own: in a caller's transaction, a
 // shard it locked before handing the request back would stay locked while

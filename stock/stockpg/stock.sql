@@ -429,22 +429,23 @@ $fn$;
 -- Reserve of one request on its own (Options.PerCall, outside a caller's
 -- transaction): the common case in a few statements on rows found by key,
 -- with the same locks in the same order as reserve_batch, answering one
--- row as reserve_batch does, with outcome 'new' or 'soldout', or 'full'
--- for every other case, which it leaves to reserve_batch (then nothing
--- has changed but, with a limit, the holder's row may exist with the
--- units it had). It locks one shard, as reserve_batch does for p_shard >=
--- 0: one that no one else holds, one with units first, p_shard first
--- among equals, or, if all are held, the best one once it is free. With
--- a holder limit, it then locks the holder's row and grants only if the
--- units the row counts leave room (reserve_batch also discounts ended
--- reservations). It takes back no expired hold: a shard short of units
--- answers 'soldout' only if a snapshot of the whole item, expired holds
--- included, is short too, and 'full' otherwise.
+-- row as reserve_batch does: 'new', or the answers that need no lock
+-- ('prior', 'unknown', 'disabled', and 'soldout' on a snapshot), or else
+-- 'full' for every other case, which it leaves to reserve_batch (then
+-- nothing has changed but, with a limit, the holder's row may exist with
+-- the units it had). It locks one shard, as reserve_batch does for
+-- p_shard >= 0 (the statements are the same): one that no one else holds,
+-- one with units first, p_shard first among equals, or, if all are held,
+-- the best one once it is free. With a holder limit, it then locks the
+-- holder's row and grants only if the units the row counts leave room
+-- (reserve_batch also discounts ended reservations). It takes back no
+-- expired hold: a shard short of units answers 'soldout' only if a
+-- snapshot of the whole item, expired holds included, is short too, and
+-- 'full' otherwise.
 --
--- An ID that has a reservation is answered 'full'; one inserted by a
--- concurrent Reserve after that check makes the insert fail with a
--- unique violation, which aborts the statement, and the caller then asks
--- reserve_batch.
+-- An ID inserted by a concurrent Reserve after the check for a prior
+-- reservation makes the insert fail with a unique violation, which aborts
+-- the statement, and the caller then asks reserve_batch.
 CREATE OR REPLACE FUNCTION {{.ReserveOne}}(
     p_item   text,
     p_shard  integer,
@@ -461,86 +462,107 @@ SET enable_seqscan = off
 AS $fn$
 DECLARE
     v_ts       timestamptz := statement_timestamp();
+    v_known    boolean;
     v_limit    integer;
     v_disabled boolean;
-    v_prior    boolean;
+    v_reason   text;
     v_shard    integer;
     v_free     bigint;
 BEGIN
-    o_outcome := 'full';
-    SELECT it.holder_limit, it.disabled,
-           EXISTS (SELECT 1 FROM {{.Reservations}} r WHERE r.id = p_id)
-    INTO v_limit, v_disabled, v_prior
-    FROM {{.Items}} it
-    WHERE it.item = p_item;
-    IF NOT FOUND OR v_disabled OR v_prior THEN
+    -- The reservation the ID has, if any, answered as it is; the item.
+    SELECT it.item IS NOT NULL, it.holder_limit, it.disabled, it.reason,
+           r.item, r.holder, r.quantity, r.state, r.expires_at, r.codes, r.expires_at <= v_ts
+    INTO v_known, v_limit, v_disabled, v_reason,
+         o_item, o_holder, o_quantity, o_state, o_expires_at, o_codes, o_due
+    FROM (SELECT) AS one
+    LEFT JOIN {{.Items}} it ON it.item = p_item
+    LEFT JOIN {{.Reservations}} r ON r.id = p_id;
+    IF o_item IS NOT NULL THEN
+        o_outcome := 'prior';
+        RETURN NEXT;
+        RETURN;
+    ELSIF NOT v_known THEN
+        o_outcome := 'unknown';
         RETURN NEXT;
         RETURN;
     END IF;
 
-    SELECT s.shard, s.available INTO v_shard, v_free
-    FROM {{.Shards}} s
-    WHERE s.item = p_item
-    ORDER BY s.available >= p_qty DESC, s.shard = p_shard DESC, s.available DESC
-    LIMIT 1
-    FOR NO KEY UPDATE SKIP LOCKED;
-    IF NOT FOUND THEN
+    IF NOT v_disabled THEN
         SELECT s.shard, s.available INTO v_shard, v_free
         FROM {{.Shards}} s
         WHERE s.item = p_item
-          AND s.shard = (SELECT t.shard FROM {{.Shards}} t
-                         WHERE t.item = p_item
-                         ORDER BY t.available >= p_qty DESC, t.shard = p_shard DESC, t.available DESC
-                         LIMIT 1)
-        FOR NO KEY UPDATE;
-    END IF;
-    IF NOT FOUND OR v_free < p_qty THEN
-        IF v_limit = 0 THEN
-            SELECT coalesce((SELECT sum(s.available) FROM {{.Shards}} s WHERE s.item = p_item), 0)
-                   + coalesce((SELECT sum(r.quantity) FROM {{.Reservations}} r
-                               WHERE r.item = p_item AND r.state = 'held' AND r.expires_at <= v_ts), 0)
-            INTO o_available;
-            IF o_available < p_qty THEN
-                o_outcome := 'soldout';
-            ELSE
-                o_available := NULL;
-            END IF;
-        END IF;
-        RETURN NEXT;
-        RETURN;
-    END IF;
-
-    IF v_limit > 0 THEN
-        INSERT INTO {{.Holders}} AS h (item, holder, units, last_id)
-        VALUES (p_item, p_holder, 0, '')
-        ON CONFLICT (item, holder) DO UPDATE SET units = h.units WHERE false;
-        UPDATE {{.Holders}} h
-        SET units = h.units + p_qty, last_id = p_id
-        WHERE h.item = p_item AND h.holder = p_holder AND h.units + p_qty <= v_limit;
+        ORDER BY s.available >= p_qty DESC, s.shard = p_shard DESC, s.available DESC
+        LIMIT 1
+        FOR NO KEY UPDATE SKIP LOCKED;
         IF NOT FOUND THEN
+            SELECT s.shard, s.available INTO v_shard, v_free
+            FROM {{.Shards}} s
+            WHERE s.item = p_item
+              AND s.shard = (SELECT t.shard FROM {{.Shards}} t
+                             WHERE t.item = p_item
+                             ORDER BY t.available >= p_qty DESC, t.shard = p_shard DESC, t.available DESC
+                             LIMIT 1)
+            FOR NO KEY UPDATE;
+        END IF;
+        IF FOUND AND v_free >= p_qty THEN
+            o_outcome := 'full';
+            IF v_limit > 0 THEN
+                INSERT INTO {{.Holders}} AS h (item, holder, units, last_id)
+                VALUES (p_item, p_holder, 0, '')
+                ON CONFLICT (item, holder) DO UPDATE SET units = h.units WHERE false;
+                UPDATE {{.Holders}} h
+                SET units = h.units + p_qty, last_id = p_id
+                WHERE h.item = p_item AND h.holder = p_holder AND h.units + p_qty <= v_limit;
+                IF NOT FOUND THEN
+                    RETURN NEXT;
+                    RETURN;
+                END IF;
+            ELSE
+                INSERT INTO {{.Holders}} AS h (item, holder, units, last_id)
+                VALUES (p_item, p_holder, p_qty, p_id)
+                ON CONFLICT (item, holder) DO UPDATE
+                SET units = h.units + EXCLUDED.units, last_id = EXCLUDED.last_id;
+            END IF;
+
+            o_expires_at := v_ts + p_hold * interval '1 microsecond';
+            INSERT INTO {{.Reservations}} (id, item, holder, quantity, state, shard, counted, expires_at, created_at)
+            VALUES (p_id, p_item, p_holder, p_qty, 'held', v_shard, true, o_expires_at, v_ts);
+            UPDATE {{.Shards}} s
+            SET available = s.available - p_qty
+            WHERE s.item = p_item AND s.shard = v_shard;
+
+            o_outcome := 'new';
+            o_item := p_item;
+            o_holder := p_holder;
+            o_quantity := p_qty;
+            o_state := 'held';
+            o_due := false;
             RETURN NEXT;
             RETURN;
         END IF;
-    ELSE
-        INSERT INTO {{.Holders}} AS h (item, holder, units, last_id)
-        VALUES (p_item, p_holder, p_qty, p_id)
-        ON CONFLICT (item, holder) DO UPDATE
-        SET units = h.units + EXCLUDED.units, last_id = EXCLUDED.last_id;
+        IF v_limit > 0 THEN
+            -- Short, and the holder's limit comes first: reserve_batch.
+            o_outcome := 'full';
+            RETURN NEXT;
+            RETURN;
+        END IF;
     END IF;
 
-    o_expires_at := v_ts + p_hold * interval '1 microsecond';
-    INSERT INTO {{.Reservations}} (id, item, holder, quantity, state, shard, counted, expires_at, created_at)
-    VALUES (p_id, p_item, p_holder, p_qty, 'held', v_shard, true, o_expires_at, v_ts);
-    UPDATE {{.Shards}} s
-    SET available = s.available - p_qty
-    WHERE s.item = p_item AND s.shard = v_shard;
-
-    o_outcome := 'new';
-    o_item := p_item;
-    o_holder := p_holder;
-    o_quantity := p_qty;
-    o_state := 'held';
-    o_due := false;
+    -- Disabled, or short with no limit: a snapshot of the item's free
+    -- units and expired holds is the answer, as in reserve_batch.
+    SELECT coalesce((SELECT sum(s.available) FROM {{.Shards}} s WHERE s.item = p_item), 0)
+           + coalesce((SELECT sum(r.quantity) FROM {{.Reservations}} r
+                       WHERE r.item = p_item AND r.state = 'held' AND r.expires_at <= v_ts), 0)
+    INTO o_available;
+    IF v_disabled THEN
+        o_outcome := 'disabled';
+        o_reason := v_reason;
+    ELSIF o_available < p_qty THEN
+        o_outcome := 'soldout';
+    ELSE
+        o_outcome := 'full';
+        o_available := NULL;
+    END IF;
     RETURN NEXT;
 END
 $fn$;

@@ -211,30 +211,39 @@ local function load()
   return it
 end
 
-local function prefetch(ids)
-  local want = {}
-  for _, id in ipairs(ids) do
-    if recs[id] == nil then
-      want[#want + 1] = id
+-- fetch reads into cache, with one HMGET of hash key, the fields named in
+-- names that cache lacks, each through conv (which gets false for a
+-- missing field).
+local function fetch(cache, key, names, conv)
+  local want, seen = {}, {}
+  for _, f in ipairs(names) do
+    if cache[f] == nil and not seen[f] then
+      want[#want + 1] = f
+      seen[f] = true
     end
   end
   if #want == 0 then
     return
   end
-  local v = redis.call('HMGET', resv, unpack(want))
-  for i, id in ipairs(want) do
-    recs[id] = v[i] and decode(v[i]) or false
+  local v = redis.call('HMGET', key, unpack(want))
+  for i, f in ipairs(want) do
+    cache[f] = conv(v[i])
   end
 end
 
+local function decodeOrFalse(v)
+  return v and decode(v) or false
+end
+
+local function prefetch(ids)
+  fetch(recs, resv, ids, decodeOrFalse)
+end
+
 local function rec(id)
-  local r = recs[id]
-  if r == nil then
-    local v = redis.call('HGET', resv, id)
-    r = v and decode(v) or false
-    recs[id] = r
+  if recs[id] == nil then
+    fetch(recs, resv, {id}, decodeOrFalse)
   end
-  return r
+  return recs[id]
 end
 
 local function put(id, r)
@@ -243,29 +252,14 @@ local function put(id, r)
 end
 
 local function prefetchUnits(hs)
-  local want, seen = {}, {}
-  for _, h in ipairs(hs) do
-    if unitsOf[h] == nil and not seen[h] then
-      want[#want + 1] = h
-      seen[h] = true
-    end
-  end
-  if #want == 0 then
-    return
-  end
-  local v = redis.call('HMGET', holders, unpack(want))
-  for i, h in ipairs(want) do
-    unitsOf[h] = num(v[i])
-  end
+  fetch(unitsOf, holders, hs, num)
 end
 
 local function units(h)
-  local u = unitsOf[h]
-  if u == nil then
-    u = num(redis.call('HGET', holders, h))
-    unitsOf[h] = u
+  if unitsOf[h] == nil then
+    fetch(unitsOf, holders, {h}, num)
   end
-  return u
+  return unitsOf[h]
 end
 
 -- addUnits changes a holder's count, if the item keeps them (load must
