@@ -42,6 +42,9 @@
 // defined without one meanwhile: while it runs, it counts their holders'
 // units from zero (a newer build counts them afresh again).
 //
+// The scripts count in Lua numbers, exact for every integer below 2^53, so
+// Restock refuses to take an item past 2^53-1 units in all.
+//
 // # Reserve in one round trip
 //
 // Reserve sends the pointer's SET NX GET and the reservation script in

@@ -70,7 +70,12 @@ const (
 	stConfirmed   = -9
 	stNoCodes     = -10
 	stWrongKind   = -11
+	stTooMany     = -12
 )
+
+// maxUnits is the most units an item can have ever had: the scripts count
+// in Lua numbers, which hold every integer up to 2^53 exactly.
+const maxUnits = 1<<53 - 1
 
 // luaRecord reads and writes reservation records (see the layout above).
 // decode turns one into a table {state, exp, qty, nonce, codes, holder},
@@ -159,7 +164,8 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 // the item's fields (false for an unknown item) into it and the counters
 // avail, held, confirmed and due; rec and units read a reservation and a
 // holder's count, the first time they are asked for (prefetch and
-// prefetchUnits read many in one command); put and addUnits change them.
+// prefetchUnits read many in one command); put (or putEncoded, given a
+// record already encoded) and addUnits change them.
 // flush writes every change back, with one command per key, and must run
 // before the script returns. Holds are added to :h by flush (adds: score,
 // ID, ...), and removed from it at once, so that the due holds left are
@@ -174,8 +180,11 @@ local function num(s)
   return tonumber(s) or 0
 end
 
--- fmt formats an integer, once per value and script.
-local formatted = {}
+-- fmt formats an integer, once per value and script, and number parses
+-- an argument, once per string and script: both cost many table lookups.
+-- A count passed to redis.call needs neither: Redis writes an integer
+-- below 2^53 (every count here, see Restock) in plain digits.
+local formatted, numbers = {}, {}
 local function fmt(n)
   local s = formatted[n]
   if not s then
@@ -185,9 +194,18 @@ local function fmt(n)
   return s
 end
 
+local function number(s)
+  local n = numbers[s]
+  if not n then
+    n = tonumber(s)
+    numbers[s] = n
+  end
+  return n
+end
+
 local it, avail, held, confirmed, due
 local itemDirty = false
-local recs, recsDirty = {}, {}
+local recs, recsDirty = {}, {} -- recsDirty: IDs, a changed one at least once
 local unitsOf, unitsDirty = {}, {}
 local adds = {}
 
@@ -213,13 +231,13 @@ end
 
 -- fetch reads into cache, with one HMGET of hash key, the fields named in
 -- names that cache lacks, each through conv (which gets false for a
--- missing field).
+-- missing field). A name given twice is read twice, which costs less
+-- than looking for repeats.
 local function fetch(cache, key, names, conv)
-  local want, seen = {}, {}
+  local want = {}
   for _, f in ipairs(names) do
-    if cache[f] == nil and not seen[f] then
+    if cache[f] == nil then
       want[#want + 1] = f
-      seen[f] = true
     end
   end
   if #want == 0 then
@@ -240,15 +258,27 @@ local function prefetch(ids)
 end
 
 local function rec(id)
-  if recs[id] == nil then
+  local r = recs[id]
+  if r == nil then
     fetch(recs, resv, {id}, decodeOrFalse)
+    r = recs[id]
+  elseif type(r) == 'string' then
+    r = decode(r)
+    recs[id] = r
   end
-  return recs[id]
+  return r
 end
 
 local function put(id, r)
   recs[id] = r
-  recsDirty[id] = true
+  recsDirty[#recsDirty + 1] = id
+end
+
+-- putEncoded is put for a record already encoded, which costs less than
+-- a table when nothing reads it again: rec decodes it if something does.
+local function putEncoded(id, v)
+  recs[id] = v
+  recsDirty[#recsDirty + 1] = id
 end
 
 local function prefetchUnits(hs)
@@ -283,17 +313,20 @@ end
 local function flush()
   if itemDirty then
     if due then
-      redis.call('HSET', item, 'available', fmt(avail), 'held', fmt(held), 'confirmed', fmt(confirmed),
-        'due', fmt(due))
+      redis.call('HSET', item, 'available', avail, 'held', held, 'confirmed', confirmed, 'due', due)
     else
-      redis.call('HSET', item, 'available', fmt(avail), 'held', fmt(held), 'confirmed', fmt(confirmed))
+      redis.call('HSET', item, 'available', avail, 'held', held, 'confirmed', confirmed)
     end
     itemDirty = false
   end
   local set = {}
-  for id in pairs(recsDirty) do
+  for _, id in ipairs(recsDirty) do
+    local r = recs[id]
+    if type(r) ~= 'string' then
+      r = encode(r)
+    end
     set[#set + 1] = id
-    set[#set + 1] = encode(recs[id])
+    set[#set + 1] = r
   end
   chunked('HSET', resv, set)
   recsDirty = {}
@@ -303,7 +336,7 @@ local function flush()
     local u = unitsOf[h]
     if u > 0 then
       set[#set + 1] = h
-      set[#set + 1] = fmt(u)
+      set[#set + 1] = u
     else
       del[#del + 1] = h
     end
@@ -351,7 +384,7 @@ local function expireDue(max)
     prefetch(ids)
     local hs = {}
     for _, id in ipairs(ids) do
-      local r = recs[id]
+      local r = rec(id)
       if r then
         hs[#hs + 1] = r.holder
       end
@@ -375,10 +408,13 @@ const sweepBatch = 100
 // reserveBatchScript: luaItem's keys; ARGV[1] how many due holds to
 // expire first; then five arguments per request, in order: ID, holder,
 // quantity, hold in ms, the call's nonce. It makes the requests one after
-// another, each exactly as if it ran alone at the same instant, and
-// replies one reply per request: {stOK, exp} for a reservation it made
-// (the rest is the request's), a reservation it found, {stConflict},
-// {stUnknownItem}, or {refusal, available, reason}. A later request sees
+// another, each exactly as if it ran alone at the same instant. Its reply
+// is one flat array with, per request, the length of the request's reply
+// and then the reply: {stOK, exp} for a reservation it made (the rest is
+// the request's), a reservation it found, {stConflict}, {stUnknownItem},
+// or {refusal, available, reason}. (Redis converts a nested table of a
+// script's reply at about a microsecond a table; a flat one costs next
+// to nothing.) A later request sees
 // what the earlier ones did: an ID reserved earlier in the batch is found
 // (or is a conflict), and units and holders' counts are taken in order.
 //
@@ -430,7 +466,7 @@ if it and due <= now then
 end
 
 local function reserve(id, holder, qtyS, holdS, nonce)
-  local qty = tonumber(qtyS)
+  local qty = number(qtyS)
   local r = rec(id)
   if r then
     if r.holder ~= holder or r.qty ~= qty then
@@ -464,10 +500,9 @@ local function reserve(id, holder, qtyS, holdS, nonce)
       return {-6, avail, ''}
     end
   end
-  local exp = now + tonumber(holdS)
+  local exp = now + number(holdS)
   local expS = fmt(exp)
-  put(id, {state = 'held', exp = exp, expS = expS, qty = qty, qtyS = qtyS, nonce = nonce, codes = '',
-    holder = holder})
+  putEncoded(id, 'held ' .. expS .. ' ' .. qtyS .. ' ' .. nonce .. ' 0:' .. holder)
   addUnits(holder, qty)
   adds[#adds + 1] = expS
   adds[#adds + 1] = id
@@ -478,7 +513,12 @@ end
 
 local replies = {}
 for i = 2, #ARGV, 5 do
-  replies[#replies + 1] = reserve(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4])
+  local r = reserve(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4])
+  local n = #replies
+  replies[n + 1] = #r
+  for j = 1, #r do
+    replies[n + 1 + j] = r[j]
+  end
 end
 flush()
 return replies
@@ -657,8 +697,9 @@ return 0
 `)
 
 // restockScript: KEYS[1] item, KEYS[2] receipt; ARGV[1] units, ARGV[2]
-// receipt TTL in ms. Replies 0, stUnknownItem or stWrongKind. The receipt
-// makes a client's retry of a Restock that succeeded add nothing more.
+// receipt TTL in ms, ARGV[3] maxUnits. Replies 0, stUnknownItem,
+// stWrongKind or stTooMany. The receipt makes a client's retry of a
+// Restock that succeeded add nothing more.
 var restockScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[2]) == 1 then
   return 0
@@ -668,6 +709,9 @@ if not codes then
   return -1
 elseif codes == '1' then
   return -11
+end
+if tonumber(redis.call('HGET', KEYS[1], 'units') or '0') + tonumber(ARGV[1]) > tonumber(ARGV[3]) then
+  return -12
 end
 redis.call('HINCRBY', KEYS[1], 'units', ARGV[1])
 redis.call('HINCRBY', KEYS[1], 'available', ARGV[1])

@@ -172,7 +172,7 @@ func (s *Store) Restock(ctx context.Context, item string, units int) error {
 	}
 	k := s.keys(item)
 	n, err := restockScript.Run(ctx, s.client, []string{k.item, k.receipt(nonce())},
-		units, receiptTTL.Milliseconds()).Int64()
+		units, receiptTTL.Milliseconds(), maxUnits).Int64()
 	if err != nil {
 		return fmt.Errorf("stockredis: restock %q: %w", item, err)
 	}
@@ -183,6 +183,8 @@ func (s *Store) Restock(ctx context.Context, item string, units int) error {
 		return unknownItem(item)
 	case stWrongKind:
 		return fmt.Errorf("stockredis: item %q is a code pool: load codes instead", item)
+	case stTooMany:
+		return fmt.Errorf("stockredis: restock %q with %d units: an item can have had at most 2^53-1 units in all", item, units)
 	}
 	return fmt.Errorf("stockredis: restock %q: unexpected reply %d", item, n)
 }
@@ -428,21 +430,37 @@ func (s *Store) reserveBatch(k itemKeys, item string, batch []*reserveCall) {
 		// script did not run. EVAL runs and caches it.
 		res = reserveBatchScript.Eval(ctx, s.client, keys, args...)
 	}
-	replies, err := res.Slice()
-	if err == nil && len(replies) != len(batch) {
-		err = fmt.Errorf("%d replies to %d reservations", len(replies), len(batch))
+	flat, err := res.Slice()
+	var replies [][]any
+	if err == nil {
+		replies, err = splitReplies(flat, len(batch))
 	}
 	for i, c := range batch {
 		r := reserveResult{err: err}
 		r.other, r.boundErr = bound[i].Result()
 		if err == nil {
-			var ok bool
-			if r.reply, ok = replies[i].([]any); !ok {
-				r.err = fmt.Errorf("unexpected reply %v", replies[i])
-			}
+			r.reply = replies[i]
 		}
 		c.done <- r
 	}
+}
+
+// splitReplies cuts the flat reply of reserveBatchScript into the n
+// replies it holds, each preceded by its length.
+func splitReplies(flat []any, n int) ([][]any, error) {
+	replies := make([][]any, 0, n)
+	for i := 0; i < len(flat); {
+		size, ok := flat[i].(int64)
+		if !ok || size < 1 || size > int64(len(flat)-i-1) {
+			return nil, fmt.Errorf("malformed reply %v", flat)
+		}
+		replies = append(replies, flat[i+1:i+1+int(size):i+1+int(size)])
+		i += 1 + int(size)
+	}
+	if len(replies) != n {
+		return nil, fmt.Errorf("%d replies to %d reservations", len(replies), n)
+	}
+	return replies, nil
 }
 
 // reserved reads the reservation in a reply of reserveBatchScript: {stOK, exp}

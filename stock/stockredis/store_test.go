@@ -297,6 +297,20 @@ func TestItemErrors(t *testing.T) {
 	require.ErrorContains(t, err, "counts units")
 	require.Error(t, s.Restock(ctx, "counted", 0))
 	require.Error(t, s.Restock(ctx, "counted", -1))
+
+	// Counts stay below 2^53, where Lua numbers are exact.
+	require.NoError(t, s.Restock(ctx, "counted", 1<<52))
+	require.ErrorContains(t, s.Restock(ctx, "counted", 1<<52), "at most 2^53-1")
+	require.NoError(t, s.Restock(ctx, "counted", 1<<52-1))
+	require.ErrorContains(t, s.Restock(ctx, "counted", 1), "at most 2^53-1")
+	r, err := s.Reserve(ctx, stock.ReserveRequest{Item: "counted", Holder: "h", ID: "big", Hold: time.Minute})
+	require.NoError(t, err)
+	require.Equal(t, stock.Held, r.State)
+	lvl, err := s.Level(ctx, "counted")
+	require.NoError(t, err)
+	require.Equal(t, maxUnits-1, lvl.Available)
+	checkItem(t, s, s.client, "counted")
+
 	_, err = s.Sweep(ctx, 0)
 	require.Error(t, err)
 }
@@ -718,10 +732,8 @@ func runBatch(t *testing.T, s *Store, item string, reqs ...batchReq) [][]any {
 	}
 	v, err := reserveBatchScript.Run(t.Context(), s.client, k.scriptKeys(), args...).Slice()
 	require.NoError(t, err)
-	out := make([][]any, len(v))
-	for i, r := range v {
-		out[i] = r.([]any)
-	}
+	out, err := splitReplies(v, len(reqs))
+	require.NoError(t, err)
 	return out
 }
 
@@ -827,7 +839,7 @@ func TestRetriedCalls(t *testing.T) {
 
 	k := s.keys("counted")
 	for range 2 {
-		require.NoError(t, restockScript.Run(ctx, client, []string{k.item, k.receipt("n1")}, 5, ttl).Err())
+		require.NoError(t, restockScript.Run(ctx, client, []string{k.item, k.receipt("n1")}, 5, ttl, maxUnits).Err())
 	}
 	require.Equal(t, 5, level(t, s, "counted").Available)
 
