@@ -2,6 +2,7 @@ package stockpg
 
 import (
 	"strings"
+	"sync"
 
 	"github.com/idemq/idemq/internal/pgschema"
 )
@@ -41,6 +42,19 @@ type queries struct {
 	confirm, release, get, sweep string
 
 	define, restock, loadCodes, setDisabled, level string
+}
+
+// queriesByPrefix holds the statements of every prefix a store has been
+// made with, so that a store made for each transaction (New on a pgx.Tx)
+// builds none.
+var queriesByPrefix sync.Map // pgschema.Name -> queries
+
+func queriesFor(p pgschema.Name) queries {
+	if q, ok := queriesByPrefix.Load(p); ok {
+		return q.(queries)
+	}
+	q, _ := queriesByPrefix.LoadOrStore(p, newQueries(p))
+	return q.(queries)
 }
 
 func newQueries(p pgschema.Name) queries {

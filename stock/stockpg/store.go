@@ -108,7 +108,7 @@ func New(db DBTX, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Store{db: db, shards: o.Shards, perCall: o.PerCall, q: newQueries(p)}, nil
+	return &Store{db: db, shards: o.Shards, perCall: o.PerCall, q: queriesFor(p)}, nil
 }
 
 // The reservation states, as stored.
