@@ -132,6 +132,12 @@
 //     them wait. That is where sharding helps most: N shards take N
 //     commits at once, until the database runs out of processors, since
 //     each Reserve also pays the function's fixed cost alone.
+//   - A Reserve in a caller's transaction (a store on a pgx.Tx) runs
+//     alone, like a per-call one, and holds its row, or its shard, until
+//     the caller commits, so an unsharded hot item takes one such
+//     transaction at a time; a sharded one takes up to N, at the price
+//     of a savepoint around the Reserve's first step (two more round
+//     trips).
 //
 // # Sharded mode
 //
