@@ -308,7 +308,7 @@ func (a *app) queued(ctx context.Context) (int64, error) {
 const (
 	metricBrokerPublished  = "orders_broker_published"  // messages the broker took from a relay
 	metricEffectsTried     = "orders_effects_tried"     // effects written in an inbox transaction
-	metricEffectsCommitted = "orders_effects_committed" // those whose transaction committed
+	metricEffectsCommitted = "orders_effects_committed" // those whose commit the consumer saw succeed
 )
 
 // stats is a consumer.Observer that keeps the counts, for the summaries.

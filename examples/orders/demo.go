@@ -105,6 +105,7 @@ type chaosResult struct {
 	written                   written
 	relayRuns, consumerRuns   int
 	relayKills, consumerKills int
+	heldAtKills               int64  // messages the killed consumers held, in all
 	report                    report // after the frozen relays woke up
 	elapsed                   time.Duration
 }
@@ -219,6 +220,7 @@ func (a *app) chaos(ctx context.Context, plan chaosPlan, out io.Writer) (chaosRe
 			case <-c.dead:
 				mu.Lock()
 				res.consumerKills++
+				res.heldAtKills += c.heldAtDeath
 				mu.Unlock()
 				say("consumer %d killed inside an effect's transaction, with %d messages held: their effects roll back, or commit unacknowledged",
 					n, c.heldAtDeath)

@@ -126,7 +126,11 @@ func TestChainWithRestarts(t *testing.T) {
 			events := int64(w.events())
 			require.GreaterOrEqual(t, published, events+3, "each relay killed mid-batch leaves at least one message published and not recorded")
 			require.GreaterOrEqual(t, s.get(idempotency.MetricDuplicatesSkipped), published-events, "every extra copy is skipped")
-			require.Equal(t, events, s.get(metricEffectsCommitted))
+			// A kill can cut off the answer to a commit that took place:
+			// that effect counts in PostgreSQL (above), not here.
+			committed := s.get(metricEffectsCommitted)
+			require.LessOrEqual(t, committed, events)
+			require.LessOrEqual(t, events-committed, res.heldAtKills, "only a message held at a kill can commit unseen")
 			require.GreaterOrEqual(t, s.get(metricEffectsTried)-events, int64(3), "each consumer killed in a transaction rolls it back")
 		})
 	}
