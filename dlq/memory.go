@@ -3,14 +3,14 @@ package dlq
 import (
 	"context"
 	"crypto/rand"
-	"encoding/base64"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"maps"
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/idemq/idemq/internal/keyset"
 )
 
 // MemoryOptions configures a [MemoryStore].
@@ -98,21 +98,16 @@ func before(a, b Entry) bool {
 	return a.ID < b.ID
 }
 
-// cursor encodes the position after e.
-func cursor(e Entry) string {
-	b := binary.BigEndian.AppendUint64(nil, uint64(e.LastFailedAt.UnixNano()))
-	return base64.RawURLEncoding.EncodeToString(append(b, e.ID...))
-}
+// cursor encodes the position after e, its LastFailedAt in nanoseconds
+// since the Unix epoch, the resolution the store keeps.
+func cursor(e Entry) string { return keyset.Encode(e.LastFailedAt.UnixNano(), e.ID) }
 
 func parseCursor(c string) (Entry, error) {
-	b, err := base64.RawURLEncoding.DecodeString(c)
-	if err != nil || len(b) < 8 {
+	ns, id, ok := keyset.Decode(c)
+	if !ok {
 		return Entry{}, fmt.Errorf("dlq: invalid cursor %q", c)
 	}
-	return Entry{
-		LastFailedAt: time.Unix(0, int64(binary.BigEndian.Uint64(b))),
-		ID:           string(b[8:]),
-	}, nil
+	return Entry{LastFailedAt: time.Unix(0, ns), ID: id}, nil
 }
 
 // List implements [Store].

@@ -2,8 +2,6 @@ package dlqpg
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/binary"
 	"fmt"
 	"math"
 	"strconv"
@@ -11,6 +9,7 @@ import (
 	"time"
 
 	"github.com/idemq/idemq/dlq"
+	"github.com/idemq/idemq/internal/keyset"
 )
 
 // where is a WHERE clause under construction, with its arguments.
@@ -67,33 +66,22 @@ func ceilMicro(t time.Time) time.Time {
 	return t
 }
 
-// A cursor is the position after an entry: a version byte, its
-// LastFailedAt in microseconds since the Unix epoch (the column's
-// resolution, so the position is exact), and its ID, in URL-safe base64.
-const cursorVersion = 1
-
+// A cursor is the position after an entry: its LastFailedAt in
+// microseconds since the Unix epoch (the column's resolution, so the
+// position is exact) and its ID.
 type position struct {
 	at time.Time
 	id string
 }
 
-func encodeCursor(e dlq.Entry) string {
-	b := make([]byte, 0, 9+len(e.ID))
-	b = append(b, cursorVersion)
-	b = binary.BigEndian.AppendUint64(b, uint64(e.LastFailedAt.UnixMicro()))
-	b = append(b, e.ID...)
-	return base64.RawURLEncoding.EncodeToString(b)
-}
+func encodeCursor(e dlq.Entry) string { return keyset.Encode(e.LastFailedAt.UnixMicro(), e.ID) }
 
 func decodeCursor(c string) (position, error) {
-	b, err := base64.RawURLEncoding.DecodeString(c)
-	if err != nil || len(b) < 9 || b[0] != cursorVersion {
+	us, id, ok := keyset.Decode(c)
+	if !ok {
 		return position{}, fmt.Errorf("dlqpg: invalid cursor %q", c)
 	}
-	return position{
-		at: time.UnixMicro(int64(binary.BigEndian.Uint64(b[1:9]))),
-		id: string(b[9:]),
-	}, nil
+	return position{at: time.UnixMicro(us), id: id}, nil
 }
 
 // List implements [dlq.Store]. It pages by keyset on (last_failed_at, id),

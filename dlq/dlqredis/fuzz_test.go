@@ -12,47 +12,6 @@ import (
 	"github.com/idemq/idemq/dlq"
 )
 
-// FuzzDecodeCursor checks that any cursor either fails or gives a
-// position whose score is a canonical decimal, as the index holds scores,
-// and whose cursor decodes to the same position.
-func FuzzDecodeCursor(f *testing.F) {
-	t0 := time.Date(2025, time.March, 14, 9, 26, 53, 0, time.UTC)
-	for _, e := range []dlq.Entry{
-		{ID: dlq.EntryID("orders", "m1"), LastFailedAt: t0},
-		{ID: "e1", LastFailedAt: t0.Add(1500 * time.Nanosecond)},
-		{ID: "", LastFailedAt: time.Unix(0, 0)},
-		{ID: "ünï\x00\n{x}", LastFailedAt: time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC)},
-		{ID: strings.Repeat("x", 500), LastFailedAt: fromMicro(-1)},
-	} {
-		f.Add(encodeCursor(e))
-	}
-	for _, c := range []string{
-		"", "A", "AQAAAAAAAAA", "AgAAAAAAAAAA", "AQAAAAAAAAAA", "AQAAAAAAAAAA=",
-		"AQAAAAAAAAAA\n", "AQ\rAAAAAAAAAA", "Af__________", "Af//////////",
-		"not a cursor", "\xff\xfe", strings.Repeat("A", 4096),
-	} {
-		f.Add(c)
-	}
-	f.Fuzz(func(t *testing.T, c string) {
-		pos, err := decodeCursor(c)
-		if err != nil {
-			require.Zero(t, pos)
-			return
-		}
-		require.True(t, pos.set)
-		require.LessOrEqual(t, len(pos.id), len(c))
-		us, err := strconv.ParseInt(pos.score, 10, 64)
-		require.NoError(t, err)
-		require.Equal(t, strconv.FormatInt(us, 10), pos.score, "score not canonical")
-
-		c2 := encodeCursor(dlq.Entry{ID: pos.id, LastFailedAt: fromMicro(us)})
-		pos2, err := decodeCursor(c2)
-		require.NoError(t, err)
-		require.Equal(t, pos, pos2)
-		require.Equal(t, c2, encodeCursor(dlq.Entry{ID: pos2.id, LastFailedAt: fromMicro(us)}))
-	})
-}
-
 // FuzzCursorRoundTrip checks that the cursor after an entry decodes to the
 // entry's place in the index: its ID and the score Put gives it, its
 // LastFailedAt in whole microseconds.

@@ -2,8 +2,6 @@ package dlqredis
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/binary"
 	"fmt"
 	"math"
 	"strconv"
@@ -11,6 +9,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/idemq/idemq/dlq"
+	"github.com/idemq/idemq/internal/keyset"
 )
 
 // scanChunk is how many index members one script reads, and so bounds the
@@ -237,26 +236,17 @@ func (s *Store) keysAndScores(chunk []member) ([]string, []any) {
 	return keys, scores
 }
 
-// A cursor is the position after an entry: a version byte, its
-// LastFailedAt in microseconds since the Unix epoch (its score, so the
-// position is exact), and its ID, in URL-safe base64.
-const cursorVersion = 1
-
-func encodeCursor(e dlq.Entry) string {
-	b := make([]byte, 0, 9+len(e.ID))
-	b = append(b, cursorVersion)
-	b = binary.BigEndian.AppendUint64(b, uint64(micro(e.LastFailedAt)))
-	b = append(b, e.ID...)
-	return base64.RawURLEncoding.EncodeToString(b)
-}
+// A cursor is the position after an entry: its LastFailedAt in
+// microseconds since the Unix epoch (its score, so the position is exact)
+// and its ID.
+func encodeCursor(e dlq.Entry) string { return keyset.Encode(micro(e.LastFailedAt), e.ID) }
 
 func decodeCursor(c string) (position, error) {
-	b, err := base64.RawURLEncoding.DecodeString(c)
-	if err != nil || len(b) < 9 || b[0] != cursorVersion {
+	us, id, ok := keyset.Decode(c)
+	if !ok {
 		return position{}, fmt.Errorf("dlqredis: invalid cursor %q", c)
 	}
-	us := int64(binary.BigEndian.Uint64(b[1:9]))
-	return position{set: true, score: strconv.FormatInt(us, 10), id: string(b[9:])}, nil
+	return position{set: true, score: strconv.FormatInt(us, 10), id: id}, nil
 }
 
 // List implements [dlq.Store]. It pages by keyset on (LastFailedAt, ID)
