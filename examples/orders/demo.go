@@ -276,12 +276,15 @@ func (a *app) chaos(ctx context.Context, plan chaosPlan, out io.Writer) (chaosRe
 func (res chaosResult) print(out io.Writer, a *app) {
 	w, s := res.written, a.stats
 	published := s.get(metricBrokerPublished)
+	// An effect not seen to commit was rolled back, or committed while its
+	// consumer was killed before the answer came (PostgreSQL's counts in
+	// the report are the truth).
 	tried, committed := s.get(metricEffectsTried), s.get(metricEffectsCommitted)
 	fmt.Fprintf(out, "writer    %d order transactions: %d committed, %d rolled back; %d paid: %d events\n",
 		w.committed+w.rolledBack, w.committed, w.rolledBack, w.paid, w.events())
 	fmt.Fprintf(out, "relay     %d runs, %d killed mid-batch; %d messages published for %d events (%d again)\n",
 		res.relayRuns, res.relayKills, published, w.events(), published-int64(w.events()))
-	fmt.Fprintf(out, "consumer  %d runs, %d killed mid-batch; %d effects written, %d committed, %d rolled back; %d duplicates skipped\n",
+	fmt.Fprintf(out, "consumer  %d runs, %d killed mid-batch; %d effects written, %d seen to commit, %d not; %d duplicates skipped\n",
 		res.consumerRuns, res.consumerKills, tried, committed, tried-committed, s.get(idempotency.MetricDuplicatesSkipped))
 	res.report.print(out, a.brokerName())
 	fmt.Fprintf(out, "(%s)\n", res.elapsed.Round(10*time.Millisecond))

@@ -105,7 +105,7 @@ func runRoles(ctx context.Context, cfg config, out io.Writer, log *slog.Logger) 
 		fmt.Fprintf(out, "relay     %d messages published\n", a.stats.get(metricBrokerPublished))
 	}
 	if cfg.has(roleConsumer) {
-		fmt.Fprintf(out, "consumer  %d effects committed, %d rolled back, %d duplicates skipped\n",
+		fmt.Fprintf(out, "consumer  %d effects seen to commit, %d not, %d duplicates skipped\n",
 			a.stats.get(metricEffectsCommitted),
 			a.stats.get(metricEffectsTried)-a.stats.get(metricEffectsCommitted),
 			a.stats.get(idempotency.MetricDuplicatesSkipped))
