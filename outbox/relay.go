@@ -67,7 +67,7 @@ type Relay struct {
 	leaseUS int64
 	channel string // "" without Notify
 
-	wake    waker
+	wake    pglisten.Waker
 	running atomic.Bool
 
 	pending int64 // the MetricPending gauge's value, owned by maintain
@@ -130,14 +130,14 @@ func (r *Relay) Run(ctx context.Context) error {
 		// Waited on before the listener starts, so that its first wake-up,
 		// once it listens, is never lost: a relay always looks, and
 		// lingers, once it listens.
-		r.wake.wait()
+		r.wake.Wait()
 		lis := pglisten.Start(r.pool, pglisten.Config{
 			Channel:  r.channel,
 			Throttle: r.opts.NotifyThrottle,
 			Logger:   r.opts.Logger,
 			Name:     "outbox",
 			Owner:    "Relay",
-			Wake:     r.wake.wake,
+			Wake:     r.wake.Wake,
 		})
 		defer lis.Stop()
 	}
@@ -159,7 +159,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	for ctx.Err() == nil {
 		// Taken before looking, so that a wake-up that comes while we
 		// look is not lost.
-		wake := r.wake.wait()
+		wake := r.wake.Wait()
 		now := time.Now()
 		advertise := active.After(promised.Add(awakeLinger / 4))
 		full, found, err := r.cycle(ctx, advertise)
@@ -714,31 +714,5 @@ func (r *Relay) cleanup(ctx context.Context) {
 		if ct.RowsAffected() < cleanupBatch {
 			return
 		}
-	}
-}
-
-// waker lets the relay sleep until the next wake-up from the listener.
-type waker struct {
-	mu sync.Mutex
-	ch chan struct{} // nil until someone waits
-}
-
-// wait returns a channel closed by the next wake.
-func (w *waker) wait() <-chan struct{} {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.ch == nil {
-		w.ch = make(chan struct{})
-	}
-	return w.ch
-}
-
-// wake wakes everyone who called wait since the last wake.
-func (w *waker) wake() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.ch != nil {
-		close(w.ch)
-		w.ch = nil
 	}
 }

@@ -92,7 +92,7 @@ func (d *delivery) Nack(ctx context.Context, delay time.Duration) error {
 		return d.lost("nack")
 	}
 	d.ended.Store(true)
-	d.s.wake.wake()
+	d.s.wake.Wake()
 	return nil
 }
 

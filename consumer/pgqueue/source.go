@@ -34,7 +34,7 @@ type Source struct {
 	channel string // LISTEN/NOTIFY channel; "" without Notify
 
 	acks *acker
-	wake waker
+	wake pglisten.Waker
 	lis  *pglisten.Listener // nil without Notify
 
 	closeOnce sync.Once
@@ -69,7 +69,7 @@ func New(pool *pgxpool.Pool, opts Options) (*Source, error) {
 			Logger:   o.Logger,
 			Name:     "pgqueue",
 			Owner:    "Source",
-			Wake:     s.wake.wake,
+			Wake:     s.wake.Wake,
 		})
 	}
 	return s, nil
@@ -118,7 +118,7 @@ func (s *Source) Fetch(ctx context.Context, max int) ([]consumer.Delivery, error
 		}
 		// Taken before looking, so that a wake-up that comes while we
 		// look is not lost.
-		wake := s.wake.wait()
+		wake := s.wake.Wait()
 		ds, err := s.fetch(ctx, max)
 		if err != nil || len(ds) > 0 {
 			return ds, err
@@ -261,32 +261,5 @@ func (s *Source) idle(ctx context.Context, busy *int) (time.Duration, error) {
 		wait := min(poll, time.Millisecond<<min(*busy, 16))
 		*busy++
 		return wait, nil
-	}
-}
-
-// waker lets goroutines sleep until the next wake-up: a notification from
-// the listener or a Nack through the Source.
-type waker struct {
-	mu sync.Mutex
-	ch chan struct{} // nil until someone waits
-}
-
-// wait returns a channel closed by the next wake.
-func (w *waker) wait() <-chan struct{} {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.ch == nil {
-		w.ch = make(chan struct{})
-	}
-	return w.ch
-}
-
-// wake wakes everyone who called wait since the last wake.
-func (w *waker) wake() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.ch != nil {
-		close(w.ch)
-		w.ch = nil
 	}
 }

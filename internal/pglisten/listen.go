@@ -11,8 +11,6 @@
 package pglisten
 
 import (
-	"github.com/idemq/idemq/consumer"
-
 	"context"
 	"errors"
 	"log/slog"
@@ -22,6 +20,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/puddle/v2"
+
+	"github.com/idemq/idemq/consumer"
 )
 
 // Timing of the LISTEN loop.
