@@ -1,11 +1,5 @@
 package outbox
 
-import (
-	"errors"
-
-	"github.com/idemq/idemq/internal/pgschema"
-)
-
 // Message is one event to publish.
 type Message struct {
 	// ID identifies the event. It travels as the published message's ID,
@@ -39,14 +33,3 @@ type Message struct {
 // message IDs with their own: consumers there dedupe with
 // idempotency.KeyFromHeader(outbox.HeaderID).
 const HeaderID = "idemq-outbox-id"
-
-var errText = errors.New("not UTF-8 text without NUL bytes")
-
-// checkText accepts what a PostgreSQL text (and a jsonb string) keeps as
-// is.
-func checkText(s string) error {
-	if !pgschema.IsText(s) {
-		return errText
-	}
-	return nil
-}

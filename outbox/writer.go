@@ -2,13 +2,13 @@ package outbox
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/idemq/idemq/consumer"
+	"github.com/idemq/idemq/internal/pgschema"
 )
 
 // Writer enqueues events into an outbox. It holds no connection: each call
@@ -76,30 +76,19 @@ func (w *Writer) Enqueue(ctx context.Context, tx DBTX, msgs ...Message) error {
 		if id == "" {
 			id = consumer.NewMessageID()
 		}
-		if err := checkText(id); err != nil {
+		if err := pgschema.CheckText(id); err != nil {
 			return fmt.Errorf("outbox: enqueue message %d: ID %q: %w", i, id, err)
 		}
-		if err := checkText(m.Key); err != nil {
+		if err := pgschema.CheckText(m.Key); err != nil {
 			return fmt.Errorf("outbox: enqueue message %q: key %q: %w", id, m.Key, err)
 		}
-		if err := checkText(m.Destination); err != nil {
+		if err := pgschema.CheckText(m.Destination); err != nil {
 			return fmt.Errorf("outbox: enqueue message %q: destination %q: %w", id, m.Destination, err)
 		}
 		ids[i], keys[i], dests[i], bodies[i] = id, m.Key, m.Destination, m.Body
-		if m.Headers != nil {
-			for k, v := range m.Headers {
-				if err := checkText(k); err != nil {
-					return fmt.Errorf("outbox: enqueue message %q: header name %q: %w", id, k, err)
-				}
-				if err := checkText(v); err != nil {
-					return fmt.Errorf("outbox: enqueue message %q: header %q: value %q: %w", id, k, v, err)
-				}
-			}
-			b, err := json.Marshal(m.Headers)
-			if err != nil { // a map of strings always marshals
-				return fmt.Errorf("outbox: enqueue message %q: headers: %w", id, err)
-			}
-			headers[i] = pgtype.Text{String: string(b), Valid: true}
+		var err error
+		if headers[i], err = pgschema.HeadersJSON(m.Headers); err != nil {
+			return fmt.Errorf("outbox: enqueue message %q: %w", id, err)
 		}
 	}
 	args := []any{ids, keys, dests, bodies, headers}

@@ -2,7 +2,6 @@ package pgqueue
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -73,27 +72,16 @@ func (p *Publisher) Publish(ctx context.Context, msgs ...consumer.Message) error
 		if id == "" {
 			id = consumer.NewMessageID()
 		}
-		if err := checkText(id); err != nil {
+		if err := pgschema.CheckText(id); err != nil {
 			return fmt.Errorf("pgqueue: publish message %d: ID %q: %w", i, id, err)
 		}
-		if err := checkText(m.Key); err != nil {
+		if err := pgschema.CheckText(m.Key); err != nil {
 			return fmt.Errorf("pgqueue: publish message %q: key %q: %w", id, m.Key, err)
 		}
 		ids[i], keys[i], bodies[i] = id, m.Key, m.Body
-		if m.Headers != nil {
-			for k, v := range m.Headers {
-				if err := checkText(k); err != nil {
-					return fmt.Errorf("pgqueue: publish message %q: header name %q: %w", id, k, err)
-				}
-				if err := checkText(v); err != nil {
-					return fmt.Errorf("pgqueue: publish message %q: header %q: value %q: %w", id, k, v, err)
-				}
-			}
-			b, err := json.Marshal(m.Headers)
-			if err != nil { // a map of strings always marshals
-				return fmt.Errorf("pgqueue: publish message %q: headers: %w", id, err)
-			}
-			headers[i] = pgtype.Text{String: string(b), Valid: true}
+		var err error
+		if headers[i], err = pgschema.HeadersJSON(m.Headers); err != nil {
+			return fmt.Errorf("pgqueue: publish message %q: %w", id, err)
 		}
 		if !m.EnqueuedAt.IsZero() {
 			enqueued[i] = pgtype.Timestamptz{Time: m.EnqueuedAt, Valid: true}
@@ -105,17 +93,6 @@ func (p *Publisher) Publish(ctx context.Context, msgs ...consumer.Message) error
 	}
 	if _, err := p.db.Exec(ctx, p.sql, args...); err != nil {
 		return fmt.Errorf("pgqueue: publish %d messages to %s: %w", len(msgs), p.queue, err)
-	}
-	return nil
-}
-
-var errText = errors.New("not UTF-8 text without NUL bytes")
-
-// checkText accepts what a PostgreSQL text (and a jsonb string) keeps as
-// is.
-func checkText(s string) error {
-	if !pgschema.IsText(s) {
-		return errText
 	}
 	return nil
 }
