@@ -23,12 +23,17 @@
 // reservation ID belongs to. Confirm, Release and Get are given only an
 // ID, and the reservation itself lives in its item's slot, so they first
 // read that pointer and then run a script in the item's slot: two round
-// trips. An ID stays bound to its item while the binding lasts, even if
-// its Reserve was refused: reusing it for another item meanwhile fails
+// trips (three for a Confirm that confirms: the binding then becomes
+// lasting). An ID stays bound to its item while the binding lasts, even
+// if its Reserve was refused: reusing it for another item meanwhile fails
 // with [stock.ErrConflict] (MemoryStore would accept it). A binding lasts
-// for the hold asked for plus [Options.Retain] (a day by default), and
-// for good once Confirm is called for it, so that a storm of refused
-// Reserves leaves no keys behind for good.
+// until the end of the longest hold reserved under it plus
+// [Options.Retain] (a day by default), and for good once its reservation
+// is confirmed, so that a storm of refused Reserves leaves no keys behind
+// for good. Once a binding has lapsed, the ID may be reserved in another
+// item, even if it has a reservation in this one (MemoryStore would
+// refuse that for good): keep an ID to one item, or make Retain as long
+// as a client may retry.
 //
 // Options.Prefix must contain no brace, so that the store's own tag
 // decides each key's slot.
@@ -84,8 +89,11 @@
 //     undo does not run (the client died, or the undo failed), its units
 //     are held until the hold ends, and never longer.
 //   - The undo removes only a reservation whose nonce is the call's own,
-//     so it never takes a reservation another call was given; go-redis's
-//     retry of the script keeps the nonce, and finds its own reservation.
+//     and a call given a held or expired reservation records its own
+//     nonce in it, so an undo never takes a reservation another call was
+//     given (even one whose ID was bound again to this item after the
+//     binding to the other lapsed); go-redis's retry of the script keeps
+//     the nonce, and finds its own reservation.
 //
 // # Guarantees
 //

@@ -423,8 +423,13 @@ const sweepBatch = 100
 //
 // A new reservation records the nonce of the call that made it, so that
 // the call, and only it, can undo it with undoReserveScript if the ID
-// turns out to be bound to another item. A retried script (same nonces)
-// finds every reservation it made, so the undo works after a retry too.
+// turns out to be bound to another item. A call that finds a held or
+// expired reservation is given it, so its nonce replaces the one
+// recorded: the undo of the call that made it, should that call find its
+// ID bound elsewhere, then leaves it alone (the binding may have lapsed
+// and been made again for this item in between). A retried script (same
+// nonces) finds every reservation it made, so the undo works after a
+// retry too.
 //
 // A refusal must not count a hold whose time has come, swept or not: past
 // the first ARGV[1] (expired once per batch), due holds are expired for
@@ -479,6 +484,12 @@ local function reserve(id, holder, qtyS, holdS, nonce)
       redis.call('ZREM', holds, id)
       expire(id)
     end
+    if r.nonce ~= nonce and r.state ~= 'confirmed' and r.state ~= 'released' then
+      -- This call is given the reservation, so it takes it over: the
+      -- call that made it may no longer undo it.
+      r.nonce = nonce
+      put(id, r)
+    end
     return reply(r)
   end
   if not it then
@@ -530,14 +541,13 @@ return replies
 
 // undoReserveScript: luaItem's keys; ARGV[1] ID, ARGV[2] the nonce of the
 // Reserve to undo. It removes the reservation, giving its units back if
-// it still holds them, if and only if that Reserve made it; replies 1 if
-// it did, else 0.
+// it still holds them, if and only if that Reserve made it and no other
+// call has been given it since; replies 1 if it did, else 0.
 //
-// It runs only for a reservation whose ID is bound to another item. No
-// call can have been given that reservation (every Reserve of the ID for
-// this item answers ErrConflict, and Confirm, Release and Get look in the
-// other item), so removing it takes nothing from anyone; it can only be
-// held or expired.
+// It runs only for a reservation whose ID was found bound to another
+// item. A Reserve of the ID for this item that is given the reservation
+// records its own nonce in it (see reserveBatchScript), so removing it
+// takes nothing from anyone; it can only be held or expired.
 var undoReserveScript = redis.NewScript(luaItem + `
 local id = ARGV[1]
 local r = rec(id)
@@ -552,6 +562,34 @@ if r.state == 'held' then
 end
 flush()
 redis.call('HDEL', resv, id)
+return 1
+`)
+
+// bindScript: KEYS[1] a reservation ID's pointer; ARGV[1] an item, ARGV[2]
+// how many ms from now the ID must stay bound to it at least, or 0 for
+// good. It binds an unbound ID, lengthens a shorter binding to the item,
+// and leaves a longer or lasting one as it is. Replies 1, or 0, changing
+// nothing, if the ID is bound to another item.
+var bindScript = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+local ms = tonumber(ARGV[2])
+if not v then
+  if ms > 0 then
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ms)
+  else
+    redis.call('SET', KEYS[1], ARGV[1])
+  end
+  return 1
+end
+if v ~= ARGV[1] then
+  return 0
+end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl >= 0 and ms == 0 then
+  redis.call('PERSIST', KEYS[1])
+elseif ttl >= 0 and ttl < ms then
+  redis.call('PEXPIRE', KEYS[1], ms)
+end
 return 1
 `)
 

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,13 +40,13 @@ type Options struct {
 
 	// Retain is how long, past the end of its hold, a reservation ID
 	// stays bound to its item (the pointer key that Get, Confirm and
-	// Release look it up by) unless Confirm is called for it, which binds
-	// it for good. The ID of a refused Reserve is bound as long,
-	// so that a storm of refused requests leaves no keys behind for
-	// good. Once the binding has lapsed, Get, Confirm and Release answer
+	// Release look it up by) unless it is confirmed, which binds it for
+	// good. The ID of a refused Reserve is bound as long, so that a storm
+	// of refused requests leaves no keys behind for good. Once the
+	// binding has lapsed, Get, Confirm and Release answer
 	// [stock.ErrNotFound]; a Reserve retried with the ID binds it again
-	// and, in the same item, still finds the reservation it made. Default
-	// [DefaultRetain].
+	// and, in the same item, still finds the reservation it made, but the
+	// ID is free to be reserved in another item. Default [DefaultRetain].
 	Retain time.Duration
 }
 
@@ -252,7 +253,11 @@ const (
 // If the pointer names another item, the script's reservation, if it made
 // one, is undone in a second round trip, identified by a nonce of this
 // call, and Reserve fails with [stock.ErrConflict]. An ID once bound stays
-// bound to its item, even if the reservation was refused.
+// bound to its item while the binding lasts, even if the reservation was
+// refused. A Reserve that is given a held reservation under an ID that
+// was bound before it (by a refused call, or a concurrent one) makes sure
+// in a second round trip that the binding lasts until the hold ends and
+// Retain more.
 //
 // If ctx ends before the call is sent, nothing is done; if it ends after,
 // Reserve returns ctx's error and the reservation may still be made.
@@ -294,7 +299,14 @@ func (s *Store) Reserve(ctx context.Context, req stock.ReserveRequest) (stock.Re
 	v := r.reply
 	switch st := int64At(v, 0); st {
 	case stOK:
-		return reserved(req, v)
+		res, err := reserved(req, v)
+		if err == nil && r.boundErr == nil && res.State == stock.Held {
+			// The ID was bound before, by a call that may have asked for
+			// a shorter hold (one that was refused, or a concurrent one
+			// in another pipeline): the binding must outlast this hold.
+			return s.keepBound(ctx, req, c.nonce, v, res)
+		}
+		return res, err
 	case stConflict:
 		return stock.Reservation{}, fmt.Errorf("%w: %q", stock.ErrConflict, req.ID)
 	case stUnknownItem:
@@ -419,7 +431,7 @@ func (s *Store) reserveBatch(k itemKeys, item string, batch []*reserveCall) {
 	bound := make([]*redis.StatusCmd, len(batch))
 	for i, c := range batch {
 		bound[i] = pipe.SetArgs(ctx, s.pointerKey(c.req.ID), item,
-			redis.SetArgs{Mode: "NX", Get: true, TTL: c.req.Hold + s.retain})
+			redis.SetArgs{Mode: "NX", Get: true, TTL: s.bindTTL(c.req.Hold)})
 		args = append(args, c.req.ID, c.req.Holder, c.req.Quantity, millis(c.req.Hold), c.nonce)
 	}
 	res := reserveBatchScript.EvalSha(ctx, pipe, keys, args...)
@@ -490,6 +502,37 @@ var refusals = map[int64]error{
 	stSoldOut:     stock.ErrSoldOut,
 }
 
+// keepBound makes sure that req.ID stays bound to req.Item for as long as
+// a binding made for the held reservation res would: until its hold ends,
+// and Retain more. If the ID turns out to be bound to another item (its
+// binding lapsed, and another item took it), res is undone as for any
+// conflict.
+func (s *Store) keepBound(ctx context.Context, req stock.ReserveRequest, nonce string, v []any, res stock.Reservation) (stock.Reservation, error) {
+	ttl := s.bindTTL(max(req.Hold, time.Until(res.ExpiresAt)))
+	n, err := bindScript.Run(ctx, s.client, []string{s.pointerKey(req.ID)}, req.Item, millis(ttl)).Int64()
+	switch {
+	case err != nil:
+		return stock.Reservation{}, fmt.Errorf("stockredis: reserve %q: held, but lengthening its ID's binding failed (reserve it again): %w",
+			req.ID, err)
+	case n == 0:
+		return stock.Reservation{}, s.undoReserve(ctx, req, nonce, v, nil)
+	}
+	return res, nil
+}
+
+// bindTTL is how long an ID's binding lasts for a hold of d: d and
+// Retain, or as long as a time.Duration goes if that is longer.
+func (s *Store) bindTTL(d time.Duration) time.Duration {
+	if d > math.MaxInt64-s.retain {
+		return math.MaxInt64
+	}
+	return d + s.retain
+}
+
+// undoTimeout bounds an undo, which runs even if the caller's context has
+// ended: a hold left behind would take its units until it expires.
+const undoTimeout = 10 * time.Second
+
 // undoReserve is Reserve's answer when req.ID is bound to another item:
 // the reservation script ran in req.Item all the same (its reply v, or
 // its error err), so whatever it made is undone, found by the call's
@@ -504,6 +547,8 @@ func (s *Store) undoReserve(ctx context.Context, req stock.ReserveRequest, nonce
 		return conflict
 	}
 	k := s.keys(req.Item)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
+	defer cancel()
 	if err := undoReserveScript.Run(ctx, s.client, k.scriptKeys(), req.ID, nonce).Err(); err != nil {
 		return fmt.Errorf("%w; undoing the hold this call may have made in %q failed, so it is held until it expires: %w",
 			conflict, req.Item, err)
@@ -523,36 +568,31 @@ func (s *Store) lookup(ctx context.Context, op, id string) (string, error) {
 	return item, nil
 }
 
-// Confirm implements [stock.Store]. It takes two round trips: one to find
-// the reservation's item, then one script in the item's slot.
+// Confirm implements [stock.Store]. It takes three round trips: one to
+// find the reservation's item, one script in the item's slot, and, for a
+// reservation it confirmed, one that binds the ID for good.
 func (s *Store) Confirm(ctx context.Context, id string) (stock.Reservation, error) {
 	item, err := s.lookup(ctx, "confirm", id)
 	if err != nil {
 		return stock.Reservation{}, err
 	}
 	k := s.keys(item)
-	// The binding goes for good in the same round trip as the script, so
-	// a confirmed reservation stays reachable. It goes whatever the
-	// script answers: an ID whose Confirm failed (expired, released) stays
-	// bound too, which costs a key per reservation granted, as its record
-	// does.
-	pipe := s.client.Pipeline()
-	res := confirmScript.EvalSha(ctx, pipe, k.scriptKeys(k.free), id)
-	persist := pipe.Persist(ctx, s.pointerKey(id))
-	_, _ = pipe.Exec(ctx) // each command's error is read below
-	if redis.HasErrorPrefix(res.Err(), "NOSCRIPT") {
-		res = confirmScript.Eval(ctx, s.client, k.scriptKeys(k.free), id)
-	}
-	v, err := res.Slice()
+	v, err := confirmScript.Run(ctx, s.client, k.scriptKeys(k.free), id).Slice()
 	if err != nil {
 		return stock.Reservation{}, fmt.Errorf("stockredis: confirm %q: %w", id, err)
 	}
 	switch int64At(v, 0) {
 	case stOK:
-		// If the binding could not be kept, Confirm fails, and a retry
-		// (which finds the reservation confirmed) keeps it.
-		if err := persist.Err(); err != nil {
+		// The ID of a confirmed reservation, and only of one, stays bound
+		// for good, so that it stays reachable. If that fails, Confirm
+		// fails, and a retry (which finds the reservation confirmed)
+		// keeps it; until then the binding lasts as Reserve made it.
+		n, err := bindScript.Run(ctx, s.client, []string{s.pointerKey(id)}, item, 0).Int64()
+		switch {
+		case err != nil:
 			return stock.Reservation{}, fmt.Errorf("stockredis: confirm %q: confirmed, but keeping its ID bound failed (confirm it again): %w", id, err)
+		case n == 0:
+			return stock.Reservation{}, fmt.Errorf("stockredis: confirm %q: confirmed in %q, but its binding lapsed and the ID is now bound to another item", id, item)
 		}
 		return parseReservation(id, item, v)
 	case stNotFound:

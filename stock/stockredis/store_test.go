@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -160,6 +161,15 @@ func TestNew(t *testing.T) {
 // Reserve's ID and an unconfirmed reservation's for their hold plus
 // Retain, a confirmed one's for good. Once an ID has lapsed, a retry of
 // its Reserve finds the reservation it made and takes nothing more.
+// pointerTTL returns the PTTL of id's pointer: -2 for none, -1 for one
+// that does not expire.
+func pointerTTL(t *testing.T, s *Store, client redis.UniversalClient, id string) time.Duration {
+	t.Helper()
+	d, err := client.PTTL(t.Context(), s.pointerKey(id)).Result()
+	require.NoError(t, err)
+	return d
+}
+
 func TestRetain(t *testing.T) {
 	t.Parallel()
 	client, prefix := testenv.Redis(t)
@@ -168,11 +178,7 @@ func TestRetain(t *testing.T) {
 	require.NoError(t, err)
 	ctx := t.Context()
 	define(t, s, "mugs", stock.ItemConfig{}, 2)
-	pttl := func(id string) time.Duration {
-		d, err := client.PTTL(ctx, s.pointerKey(id)).Result()
-		require.NoError(t, err)
-		return d
-	}
+	pttl := func(id string) time.Duration { return pointerTTL(t, s, client, id) }
 
 	reserve(t, s, "mugs", "ann", "kept", 1, time.Hour)
 	_, err = s.Confirm(ctx, "kept")
@@ -762,14 +768,15 @@ func TestUndoReserve(t *testing.T) {
 	r := parse(runReserve(t, s, "b", "ann", "x", time.Minute, "n1"))
 	// go-redis retried the script: the same reservation, the same nonce.
 	require.Equal(t, r, parse(runReserve(t, s, "b", "ann", "x", time.Minute, "n1")))
-	// Another call with the same ID (and another nonce) found it.
-	require.Equal(t, r, parse(runReserve(t, s, "b", "ann", "x", time.Minute, "n2")))
-	require.Equal(t, stock.Level{Item: "b", Available: 1, Held: 1}, level(t, s, "b"))
-
 	require.Zero(t, runUndo(t, s, "b", "x", "n2"), "a call undoes only what it made")
 	require.Equal(t, stock.Level{Item: "b", Available: 1, Held: 1}, level(t, s, "b"))
-	require.Equal(t, int64(1), runUndo(t, s, "b", "x", "n1"))
-	require.Zero(t, runUndo(t, s, "b", "x", "n1"), "a retried undo changes nothing")
+	// Another call with the same ID (and another nonce) found it, and was
+	// given it: the call that made it may no longer undo it.
+	require.Equal(t, r, parse(runReserve(t, s, "b", "ann", "x", time.Minute, "n2")))
+	require.Zero(t, runUndo(t, s, "b", "x", "n1"), "an undo leaves a reservation another call was given")
+	require.Equal(t, stock.Level{Item: "b", Available: 1, Held: 1}, level(t, s, "b"))
+	require.Equal(t, int64(1), runUndo(t, s, "b", "x", "n2"))
+	require.Zero(t, runUndo(t, s, "b", "x", "n2"), "a retried undo changes nothing")
 	require.Equal(t, stock.Level{Item: "b", Available: 2}, level(t, s, "b"))
 	checkItem(t, s, client, "b")
 	// ann's count went back too: her limit lets her reserve again.
@@ -784,6 +791,107 @@ func TestUndoReserve(t *testing.T) {
 	require.Equal(t, int64(1), runUndo(t, s, "b", "y", "n3"))
 	require.Equal(t, stock.Level{Item: "b", Available: 1, Held: 1}, level(t, s, "b"))
 	checkItem(t, s, client, "b")
+}
+
+// TestUndoAfterRebinding: a Reserve finds its ID bound to another item,
+// and before its undo runs that binding lapses and a retry for this item
+// binds the ID again and is given the reservation. The undo must leave it
+// to the retry.
+func TestUndoAfterRebinding(t *testing.T) {
+	t.Parallel()
+	s, client := newStore(t)
+	ctx := t.Context()
+	define(t, s, "a", stock.ItemConfig{}, 1)
+	define(t, s, "b", stock.ItemConfig{}, 1)
+
+	// Call X: the pointer named b; its script made a hold in a.
+	require.NoError(t, client.Set(ctx, s.pointerKey("k"), "b", 0).Err())
+	require.Equal(t, int64(stOK), runReserve(t, s, "a", "ann", "k", time.Hour, "nX")[0])
+	// The binding to b lapses; call Y, for a, binds k and is given X's hold.
+	require.NoError(t, client.Del(ctx, s.pointerKey("k")).Err())
+	y := reserve(t, s, "a", "ann", "k", 1, time.Hour)
+	require.Equal(t, stock.Held, y.State)
+	// X's undo comes late.
+	require.Zero(t, runUndo(t, s, "a", "k", "nX"))
+
+	got, err := s.Get(ctx, "k")
+	require.NoError(t, err)
+	require.Equal(t, y, got)
+	c, err := s.Confirm(ctx, "k")
+	require.NoError(t, err, "Y's hold is still Y's")
+	require.Equal(t, stock.Confirmed, c.State)
+	require.Equal(t, stock.Level{Item: "a", Confirmed: 1}, level(t, s, "a"))
+	checkItem(t, s, client, "a")
+}
+
+// TestBindingOutlastsHold: an ID first bound by a Reserve that was
+// refused, or that asked for a shorter hold, stays bound as long as the
+// hold it is given, and Retain more.
+func TestBindingOutlastsHold(t *testing.T) {
+	t.Parallel()
+	client, prefix := testenv.Redis(t)
+	const retain = time.Second
+	s, err := New(client, Options{Prefix: prefix, Retain: retain})
+	require.NoError(t, err)
+	ctx := t.Context()
+	define(t, s, "mugs", stock.ItemConfig{}, 0)
+	pttl := func(id string) time.Duration { return pointerTTL(t, s, client, id) }
+
+	_, err = s.Reserve(ctx, stock.ReserveRequest{Item: "mugs", Holder: "ann", ID: "x", Hold: time.Second})
+	require.ErrorIs(t, err, stock.ErrSoldOut)
+	require.LessOrEqual(t, pttl("x"), 2*time.Second)
+	require.NoError(t, s.Restock(ctx, "mugs", 2))
+	r := reserve(t, s, "mugs", "ann", "x", 1, time.Hour)
+	require.Equal(t, stock.Held, r.State)
+	require.InDelta(t, float64(time.Hour+retain), float64(pttl("x")), float64(time.Minute),
+		"the retry that got the hold lengthened the refused call's binding")
+
+	// A retry with a shorter hold finds the reservation and shortens nothing.
+	again := reserve(t, s, "mugs", "ann", "x", 1, time.Second)
+	require.Equal(t, r, again)
+	require.InDelta(t, float64(time.Hour+retain), float64(pttl("x")), float64(time.Minute))
+
+	// A binding made lasting stays so.
+	_, err = s.Confirm(ctx, "x")
+	require.NoError(t, err)
+	reserve(t, s, "mugs", "ann", "x", 1, time.Hour)
+	require.Equal(t, time.Duration(-1), pttl("x"))
+
+	// A hold as long as a time.Duration goes: the binding's lifetime
+	// stops there rather than wrapping around.
+	long := reserve(t, s, "mugs", "bob", "long", 1, math.MaxInt64)
+	require.Equal(t, stock.Held, long.State)
+	require.Greater(t, pttl("long"), 100*365*24*time.Hour)
+	checkItem(t, s, client, "mugs")
+}
+
+// TestConfirmBindsOnlyConfirmed: Confirm makes an ID's binding lasting
+// only for a reservation it confirmed; the ID of a refused Reserve, or of
+// a released hold, still lapses.
+func TestConfirmBindsOnlyConfirmed(t *testing.T) {
+	t.Parallel()
+	s, client := newStore(t)
+	ctx := t.Context()
+	define(t, s, "mugs", stock.ItemConfig{}, 1)
+	pttl := func(id string) time.Duration { return pointerTTL(t, s, client, id) }
+
+	reserve(t, s, "mugs", "ann", "held", 1, time.Minute)
+	_, err := s.Reserve(ctx, stock.ReserveRequest{Item: "mugs", Holder: "bob", ID: "refused", Hold: time.Minute})
+	require.ErrorIs(t, err, stock.ErrSoldOut)
+	_, err = s.Confirm(ctx, "refused")
+	require.ErrorIs(t, err, stock.ErrNotFound)
+	require.Positive(t, pttl("refused"), "a refused ID's binding still lapses")
+
+	require.NoError(t, s.Release(ctx, "held"))
+	_, err = s.Confirm(ctx, "held")
+	require.ErrorIs(t, err, stock.ErrReleased)
+	require.Positive(t, pttl("held"), "a released ID's binding still lapses")
+
+	reserve(t, s, "mugs", "cy", "kept", 1, time.Minute)
+	_, err = s.Confirm(ctx, "kept")
+	require.NoError(t, err)
+	require.Equal(t, time.Duration(-1), pttl("kept"))
+	checkItem(t, s, client, "mugs")
 }
 
 // TestUnboundReservation covers the halves of a Reserve running apart,
