@@ -559,3 +559,55 @@ func TestReserveStormInTransactions(t *testing.T) {
 		})
 	}
 }
+
+// TestShardStepInTransactionLetsWaitersGo: the first step of a sharded
+// Reserve in a caller's transaction, answered 'next' and rolled back to
+// its savepoint, releases every row it changed, so that a Reserve that
+// holds another shard and waits for one of them goes on, and the exact
+// step that follows (which waits for every shard) does not deadlock
+// with it.
+func TestShardStepInTransactionLetsWaitersGo(t *testing.T) {
+	ctx := t.Context()
+	opts := stockpg.Options{Shards: 2}
+	s, pool := newStore(t, opts)
+	perCall, err := stockpg.New(pool, stockpg.Options{Shards: 2, PerCall: true})
+	require.NoError(t, err)
+	require.NoError(t, s.Define(ctx, "it", stock.ItemConfig{}))
+	require.NoError(t, s.Restock(ctx, "it", 3))
+	// alice's row still counts a released reservation: the next Reserve
+	// of hers takes it off the row.
+	_, err = s.Reserve(ctx, reserveReq("it", "alice", "old", 1))
+	require.NoError(t, err)
+	require.NoError(t, s.Release(ctx, "old"))
+
+	tx, err := pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	inTx, err := stockpg.New(tx, opts)
+	require.NoError(t, err)
+	// The first step, as Reserve runs it: under a savepoint, on one shard,
+	// which is short of the 3 units asked for.
+	sp, err := tx.Begin(ctx)
+	require.NoError(t, err)
+	_, next, err := stockpg.ReserveStep(ctx, inTx, sp, reserveReq("it", "alice", "big", 3), 0)
+	require.NoError(t, err)
+	require.True(t, next, "one shard has too few units, the item may have enough")
+
+	// Another Reserve of alice's locks the other shard and waits for her
+	// row, which the first step changed.
+	done := make(chan error, 1)
+	go func() {
+		_, err := perCall.Reserve(ctx, reserveReq("it", "alice", "small", 1))
+		done <- err
+	}()
+	waitBlockedBy(t, pool, tx.Conn().PgConn().PID())
+	require.NoError(t, sp.Rollback(ctx))
+	// The exact step waits for the other Reserve's shard, which must be
+	// able to finish.
+	_, _, err = stockpg.ReserveStep(ctx, inTx, tx, reserveReq("it", "alice", "big", 3), stockpg.ExactShard)
+	require.NoError(t, <-done, "the other Reserve")
+	require.ErrorIs(t, err, stock.ErrSoldOut, "the exact step, once the other Reserve took a unit")
+	require.NoError(t, tx.Commit(ctx))
+	l := requireConsistent(t, s, pool, "it", 3)
+	require.Equal(t, stock.Level{Item: "it", Available: 2, Held: 1}, l)
+}

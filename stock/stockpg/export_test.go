@@ -52,3 +52,18 @@ func PendingReserves(s *Store) int {
 	}
 	return n
 }
+
+// ReserveStep runs one step of a Reserve on its own through db: on shard,
+// or on every shard for ExactShard. next says that the exact step must
+// follow.
+func ReserveStep(ctx context.Context, s *Store, db DBTX, req stock.ReserveRequest, shard int) (r stock.Reservation, next bool, err error) {
+	req, err = req.Validate()
+	if err != nil {
+		return stock.Reservation{}, false, err
+	}
+	answers, err := s.queryBatch(ctx, db, req.Item, shard, []stock.ReserveRequest{req})
+	if err != nil {
+		return stock.Reservation{}, false, err
+	}
+	return batchOutcome(req, shard, answers[0])
+}

@@ -296,6 +296,23 @@ BEGIN
                 SELECT y.units FROM {{.Holders}} y WHERE y.item = p_item AND y.holder = x.holder OFFSET 0
             ) h ON true;
         END IF;
+
+        -- The units that stopped counting come off the holder rows, in
+        -- order, here rather than in the block below: a row a block
+        -- changes stays locked, for whoever waits for it, until the whole
+        -- transaction ends, even if a savepoint around the block is rolled
+        -- back. The first step of a sharded Reserve in a caller's
+        -- transaction is rolled back that way when it answers 'next', and
+        -- the exact step must not then wait for every shard while a
+        -- Reserve that holds one waits for a holder row it changed.
+        IF v_anymine THEN
+            FOR v_h IN 1 .. v_nh LOOP
+                IF v_mine[v_h] <> 0 THEN
+                    UPDATE {{.Holders}} h SET units = h.units - v_mine[v_h]
+                    WHERE h.item = p_item AND h.holder = p_holders[v_h];
+                END IF;
+            END LOOP;
+        END IF;
         v_off := floor(random() * v_nshards)::integer;
     END IF;
 
@@ -338,26 +355,17 @@ BEGIN
                 END IF;
             END LOOP;
 
-            -- The holder rows, locked in order (with a limit, they are
-            -- already): units granted added, then the units that stopped
-            -- counting taken off, so that no proposed row is negative.
-            IF v_locked THEN
+            -- The units granted go to the holder rows, locked in order
+            -- (with a limit, they are already). A batch that grants
+            -- nothing changes no row in the block.
+            IF v_new > 0 THEN
                 INSERT INTO {{.Holders}} AS h (item, holder, units, last_id)
                 SELECT p_item, x.holder, x.granted, x.last
-                FROM unnest(p_holders, v_mine, v_granted, v_last) WITH ORDINALITY AS x(holder, mine, granted, last, pos)
-                WHERE x.mine <> 0 OR x.granted <> 0
+                FROM unnest(p_holders, v_granted, v_last) WITH ORDINALITY AS x(holder, granted, last, pos)
+                WHERE x.granted <> 0
                 ORDER BY x.pos
                 ON CONFLICT (item, holder) DO UPDATE
-                SET units = h.units + EXCLUDED.units,
-                    last_id = CASE WHEN EXCLUDED.last_id <> '' THEN EXCLUDED.last_id ELSE h.last_id END;
-                IF v_anymine THEN
-                    FOR v_h IN 1 .. v_nh LOOP
-                        IF v_mine[v_h] <> 0 THEN
-                            UPDATE {{.Holders}} h SET units = h.units - v_mine[v_h]
-                            WHERE h.item = p_item AND h.holder = p_holders[v_h];
-                        END IF;
-                    END LOOP;
-                END IF;
+                SET units = h.units + EXCLUDED.units, last_id = EXCLUDED.last_id;
             END IF;
 
             IF v_new > 0 THEN
