@@ -3,7 +3,6 @@ package stock
 import (
 	"container/heap"
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -108,8 +107,8 @@ func (s *MemoryStore) Define(ctx context.Context, item string, cfg ItemConfig) e
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if item == "" {
-		return errors.New("stock: empty item name")
+	if err := CheckName("item name", item); err != nil {
+		return err
 	}
 	if cfg.HolderLimit < 0 {
 		return fmt.Errorf("stock: negative HolderLimit %d", cfg.HolderLimit)
@@ -151,6 +150,9 @@ func (s *MemoryStore) Restock(ctx context.Context, item string, units int) error
 // LoadCodes implements [Store].
 func (s *MemoryStore) LoadCodes(ctx context.Context, item string, codes []string) (int, error) {
 	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	if err := CheckCodes(codes); err != nil {
 		return 0, err
 	}
 	s.mu.Lock()

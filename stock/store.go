@@ -33,6 +33,34 @@ var (
 	ErrNoCodes = errors.New("stock: code pool exhausted")
 )
 
+// MaxNameLen is the longest item name, holder, reservation ID or code
+// that a store accepts, in bytes: every store can index one that long,
+// and a longer one is refused before it reaches the store, where it could
+// fail the other Reserves sharing a round trip with it.
+const MaxNameLen = 1024
+
+// CheckName returns an error, naming what the string is (such as "item
+// name"), if s is empty or longer than MaxNameLen.
+func CheckName(what, s string) error {
+	switch {
+	case s == "":
+		return fmt.Errorf("stock: empty %s", what)
+	case len(s) > MaxNameLen:
+		return fmt.Errorf("stock: %s of %d bytes; the most is %d", what, len(s), MaxNameLen)
+	}
+	return nil
+}
+
+// CheckCodes returns an error if a code is longer than MaxNameLen.
+func CheckCodes(codes []string) error {
+	for i, c := range codes {
+		if len(c) > MaxNameLen {
+			return fmt.Errorf("stock: code %d of %d bytes; the most is %d", i, len(c), MaxNameLen)
+		}
+	}
+	return nil
+}
+
 // ItemConfig configures an item at Define.
 type ItemConfig struct {
 	// HolderLimit caps the units one holder may reserve, held and
@@ -174,13 +202,14 @@ func (r ReserveRequest) Validate() (ReserveRequest, error) {
 	if r.Quantity == 0 {
 		r.Quantity = 1
 	}
+	for _, f := range [...]struct{ what, s string }{
+		{"ReserveRequest.Item", r.Item}, {"ReserveRequest.ID", r.ID}, {"ReserveRequest.Holder", r.Holder},
+	} {
+		if err := CheckName(f.what, f.s); err != nil {
+			return r, err
+		}
+	}
 	switch {
-	case r.Item == "":
-		return r, errors.New("stock: ReserveRequest.Item is required")
-	case r.ID == "":
-		return r, errors.New("stock: ReserveRequest.ID is required")
-	case r.Holder == "":
-		return r, errors.New("stock: ReserveRequest.Holder is required")
 	case r.Quantity < 0:
 		return r, fmt.Errorf("stock: negative Quantity %d", r.Quantity)
 	case r.Hold <= 0:

@@ -126,8 +126,8 @@ func notFound(id string) error { return fmt.Errorf("%w: %q", stock.ErrNotFound, 
 // Define implements [stock.Store]. It also creates the item's shard rows
 // that are missing, up to [Options.Shards].
 func (s *Store) Define(ctx context.Context, item string, cfg stock.ItemConfig) error {
-	if item == "" {
-		return errors.New("stockpg: empty item name")
+	if err := stock.CheckName("item name", item); err != nil {
+		return err
 	}
 	if cfg.HolderLimit < 0 {
 		return fmt.Errorf("stockpg: negative HolderLimit %d", cfg.HolderLimit)
@@ -170,6 +170,9 @@ func (s *Store) Restock(ctx context.Context, item string, units int) error {
 // LoadCodes implements [stock.Store]. Empty codes are ignored, like codes
 // already loaded.
 func (s *Store) LoadCodes(ctx context.Context, item string, codes []string) (int, error) {
+	if err := stock.CheckCodes(codes); err != nil {
+		return 0, err
+	}
 	if codes == nil {
 		codes = []string{}
 	}

@@ -137,8 +137,8 @@ func (s *Store) pointerKey(id string) string {
 // set of items that Sweep walks, then the item is created or updated in
 // one script.
 func (s *Store) Define(ctx context.Context, item string, cfg stock.ItemConfig) error {
-	if item == "" {
-		return errors.New("stockredis: empty item name")
+	if err := stock.CheckName("item name", item); err != nil {
+		return err
 	}
 	if cfg.HolderLimit < 0 {
 		return fmt.Errorf("stockredis: negative HolderLimit %d", cfg.HolderLimit)
@@ -195,6 +195,9 @@ func (s *Store) Restock(ctx context.Context, item string, units int) error {
 // way, the batches before the failure stay loaded, and calling again with
 // the same codes loads the rest.
 func (s *Store) LoadCodes(ctx context.Context, item string, codes []string) (int, error) {
+	if err := stock.CheckCodes(codes); err != nil {
+		return 0, err
+	}
 	if item == "" {
 		return 0, unknownItem(item)
 	}

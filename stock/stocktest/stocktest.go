@@ -31,8 +31,11 @@
 // and quantity, and an ExpiresAt of about the hold from now; Get returns the
 // same. It refuses with [stock.ErrSoldOut] more units than are available,
 // and a refused or invalid request (no ID, holder, item or positive hold, a
-// negative quantity) changes nothing and leaves no reservation, so its ID
-// can be used again. Every refusal is matched with errors.Is.
+// negative quantity, an item, holder or ID longer than [stock.MaxNameLen])
+// changes nothing and leaves no reservation, so its ID can be used again.
+// Every refusal is matched with errors.Is. Names and codes of exactly
+// MaxNameLen bytes work throughout; Define of a longer item name and
+// LoadCodes with a longer code fail and change nothing.
 //
 // A Reserve retried with the same ID answers the same reservation (same
 // ExpiresAt and quantity) and takes nothing more: 1,000 sequential and 200
@@ -115,6 +118,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -193,6 +197,7 @@ var checks = []struct {
 	{"DisableDuringStorm", (*checker).disableStorm},
 	{"CodePools", (*checker).codes},
 	{"Quantity", (*checker).quantity},
+	{"LongNames", (*checker).longNames},
 }
 
 // checker is one check's store, with helpers that fail the check.
@@ -454,6 +459,9 @@ func (c *checker) reserveBasics() {
 		"no hold":           req(item, "h4", c.name("no-hold"), 1, 0),
 		"a negative hold":   req(item, "h4", c.name("negative-hold"), 1, -time.Minute),
 		"negative Quantity": req(item, "h4", c.name("negative-quantity"), -1, longHold),
+		"an ID too long":    req(item, "h4", tooLong(c.name("long-id")), 1, longHold),
+		"a holder too long": req(item, tooLong("h4"), c.name("long-holder"), 1, longHold),
+		"an item too long":  req(tooLong(item), "h4", c.name("long-item"), 1, longHold),
 	}
 	for why, r := range invalid {
 		got, err := c.st.Reserve(c.ctx, r)
@@ -1162,4 +1170,31 @@ func (c *checker) quantity() {
 	c.requireLevel(item, 3, 0, 2, "after a hold of 2 was confirmed")
 	c.reserve(req(item, "h3", c.name("f"), 3, longHold), "of the 3 left")
 	c.requireLevel(item, 0, 3, 2, "at the end")
+}
+
+// padded pads s to exactly stock.MaxNameLen bytes; tooLong to one more.
+func padded(s string) string  { return s + strings.Repeat("x", stock.MaxNameLen-len(s)) }
+func tooLong(s string) string { return padded(s) + "x" }
+
+func (c *checker) longNames() {
+	item := padded(c.name("item"))
+	c.define(item, stock.ItemConfig{Codes: true, HolderLimit: 1})
+	code := padded(c.name("code"))
+	n, err := c.st.LoadCodes(c.ctx, item, []string{code})
+	require.NoError(c.t, err, "LoadCodes of a code of MaxNameLen bytes")
+	require.Equal(c.t, 1, n)
+
+	_, err = c.st.LoadCodes(c.ctx, item, []string{c.name("short"), tooLong(c.name("code2"))})
+	require.Error(c.t, err, "LoadCodes with a code longer than MaxNameLen")
+	c.requireLevel(item, 1, 0, 0, "after a LoadCodes refused for a code too long (it loads none of its codes)")
+	require.Error(c.t, c.st.Define(c.ctx, tooLong(c.name("item")), stock.ItemConfig{}), "Define of an item name longer than MaxNameLen")
+
+	holder := padded("holder")
+	r := c.reserve(req(item, holder, padded(c.name("r")), 1, longHold), "with an item, holder and ID of MaxNameLen bytes")
+	c.retry(req(item, holder, padded(c.name("r")), 1, longHold), r, "with names of MaxNameLen bytes")
+	c.refused(req(item, holder, padded(c.name("r2")), 1, longHold), stock.ErrHolderLimit,
+		"of a second unit for a holder of MaxNameLen bytes with a HolderLimit of 1")
+	got := c.confirm(r, "of a reservation with names of MaxNameLen bytes")
+	require.Equal(c.t, []string{code}, got.Codes, "the code of MaxNameLen bytes")
+	c.requireLevel(item, 0, 0, 1, "at the end")
 }
