@@ -56,6 +56,7 @@ type batchKey struct {
 
 // reserveCall is one Reserve waiting for its batch.
 type reserveCall struct {
+	ctx  context.Context // the caller's: a batch does not take it once done
 	req  stock.ReserveRequest
 	done chan reserveResult // buffered: the flusher never waits for the caller
 
@@ -96,7 +97,7 @@ func (s *Store) reserveBatched(ctx context.Context, req stock.ReserveRequest) (s
 	if err := ctx.Err(); err != nil {
 		return stock.Reservation{}, err
 	}
-	c := &reserveCall{req: req, done: make(chan reserveResult, 1)}
+	c := &reserveCall{ctx: ctx, req: req, done: make(chan reserveResult, 1)}
 	s.batch.enqueue(s, batchKey{req.Item, s.shards <= 1}, c)
 	select {
 	case res := <-c.done:
@@ -188,7 +189,9 @@ func (b *batcher) settle(q *batchQueue) {
 }
 
 // take removes up to maxReserveBatch live requests from q, with a shard
-// for them, or returns nil and retires the flusher when there are none.
+// for them, or returns nil and retires the flusher when there are none. A
+// request whose context is done is dropped, even if its caller has not yet
+// noticed, so that it takes nothing.
 func (b *batcher) take(key batchKey, q *batchQueue) ([]*reserveCall, context.Context, *batchRun) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -197,7 +200,7 @@ func (b *batcher) take(key batchKey, q *batchQueue) ([]*reserveCall, context.Con
 	for n < len(q.pending) && len(calls) < maxReserveBatch {
 		c := q.pending[n]
 		n++
-		if !c.abandoned {
+		if !c.abandoned && c.ctx.Err() == nil {
 			calls = append(calls, c)
 		}
 	}

@@ -43,11 +43,11 @@
 //     returns: a batch reads the item's row after its statement starts,
 //     and every request in it was made before.
 //
-// A Reserve whose context is done before its batch (or, per call, its
-// statement) starts returns the context's error and takes nothing. One
-// whose context is done while it runs returns the error too, but may or
-// may not have taken effect;
-// retried with the same reservation ID, Reserve finds out which. Sweep
+// A Reserve whose context is done before a batch takes it up (or, per
+// call, before its statement starts) returns the context's error and
+// takes nothing. One whose context ends later returns the error too, but
+// may or may not have taken effect; retried with the same reservation ID,
+// Reserve finds out which. Sweep
 // skips shards that other statements hold at that moment, so it may
 // report fewer expired holds than are due; their units are counted as
 // available anyway. In a rare race the per-holder limit errs on the safe

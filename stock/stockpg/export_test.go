@@ -19,7 +19,7 @@ func RunBatch(s *Store, shard int, reqs []stock.ReserveRequest) ([]stock.Reserva
 		if err != nil {
 			panic(err)
 		}
-		calls[i] = &reserveCall{req: r, done: make(chan reserveResult, 1)}
+		calls[i] = &reserveCall{ctx: context.Background(), req: r, done: make(chan reserveResult, 1)}
 	}
 	s.runBatch(context.Background(), batchKey{reqs[0].Item, shard == exactShard}, shard, calls)
 	rs := make([]stock.Reservation, len(reqs))

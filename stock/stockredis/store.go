@@ -392,9 +392,10 @@ func (s *Store) sendReserves(item string, q *reserveQueue) {
 	}
 }
 
-// takeReserves moves up to maxReserveBatch live calls from q to batch.
-// When there are none, the calling sender stops, and the last one removes
-// q from the store.
+// takeReserves moves up to maxReserveBatch live calls from q to batch: a
+// call whose context is done is dropped, even before its caller notices,
+// so that it makes nothing. When there are none, the calling sender stops,
+// and the last one removes q from the store.
 func (s *Store) takeReserves(item string, q *reserveQueue, batch []*reserveCall) []*reserveCall {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -402,7 +403,7 @@ func (s *Store) takeReserves(item string, q *reserveQueue, batch []*reserveCall)
 	for n < len(q.pending) && len(batch) < maxReserveBatch {
 		c := q.pending[n]
 		n++
-		if c.abandoned {
+		if c.abandoned || c.ctx.Err() != nil {
 			continue
 		}
 		c.taken = true

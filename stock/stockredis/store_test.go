@@ -1246,3 +1246,29 @@ func TestConcurrentBatches(t *testing.T) {
 		return len(s.queues) == 0
 	}, 5*time.Second, time.Millisecond, "a queue outlived its calls")
 }
+
+// TestTakeDropsDoneCalls: a pipeline does not take a call whose context
+// is done, even before its caller has noticed and given up, so that such
+// a Reserve makes nothing; a queue left with no live call stops its
+// sender and is removed.
+func TestTakeDropsDoneCalls(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	call := func(ctx context.Context) *reserveCall {
+		return &reserveCall{ctx: ctx, done: make(chan reserveResult, 1)}
+	}
+	done, live := call(ctx), call(context.Background())
+	q := &reserveQueue{pending: []*reserveCall{done, live, done}, senders: 1}
+	s := &Store{queues: map[string]*reserveQueue{"item": q}}
+
+	batch := s.takeReserves("item", q, nil)
+	require.Equal(t, []*reserveCall{live}, batch)
+	require.True(t, live.taken)
+	require.False(t, done.taken)
+	require.Empty(t, q.pending)
+
+	q.pending = append(q.pending, call(ctx))
+	require.Empty(t, s.takeReserves("item", q, nil))
+	require.Zero(t, q.senders)
+	require.NotContains(t, s.queues, "item")
+}
