@@ -611,3 +611,36 @@ func TestShardStepInTransactionLetsWaitersGo(t *testing.T) {
 	l := requireConsistent(t, s, pool, "it", 3)
 	require.Equal(t, stock.Level{Item: "it", Available: 2, Held: 1}, l)
 }
+
+// TestConfirmOfExpiredHoldLocksNothing: a Confirm of an expired hold in a
+// transaction that stays open does not keep the hold's units from the
+// next Reserve, which would otherwise skip the locked hold and answer
+// sold out.
+func TestConfirmOfExpiredHoldLocksNothing(t *testing.T) {
+	for _, m := range allModes {
+		t.Run(m.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := t.Context()
+			s, pool := newStore(t, m.opts())
+			require.NoError(t, s.Define(ctx, "it", stock.ItemConfig{}))
+			require.NoError(t, s.Restock(ctx, "it", 1))
+			_, err := s.Reserve(ctx, reserveReq("it", "alice", "h1", 1))
+			require.NoError(t, err)
+			expire(t, pool, "h1")
+
+			tx, err := pool.Begin(ctx)
+			require.NoError(t, err)
+			defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+			inTx, err := stockpg.New(tx, m.opts())
+			require.NoError(t, err)
+			_, err = inTx.Confirm(ctx, "h1")
+			require.ErrorIs(t, err, stock.ErrExpired)
+
+			r, err := s.Reserve(ctx, reserveReq("it", "bob", "h2", 1))
+			require.NoError(t, err, "the expired hold's unit, while a Confirm of it is uncommitted")
+			require.Equal(t, stock.Held, r.State)
+			require.NoError(t, tx.Commit(ctx))
+			requireConsistent(t, s, pool, "it", 1)
+		})
+	}
+}

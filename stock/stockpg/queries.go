@@ -80,19 +80,34 @@ FROM {reserve_batch}($1::text, $2::integer, $3::text[], $4::integer[], $5::text[
 SELECT o_outcome, o_item, o_holder, o_quantity, o_state, o_expires_at, o_codes, o_due, o_available, o_reason
 FROM {reserve_one}($1::text, $2::integer, $3::text, $4::text, $5::integer, $6::bigint)`),
 
-		// The reservation is locked first (its newest state decides),
-		// then as many free codes as it has units, skipping codes that
+		// A reservation that the snapshot shows as a live hold is locked
+		// first (its newest state decides); any other state is final and
+		// is answered as the snapshot has it, without a lock, so that a
+		// Confirm of an expired hold, even in a long transaction, never
+		// keeps a Reserve from taking its units back. Then as many free
+		// codes as it has units are locked, skipping codes that
 		// concurrent confirmations hold. It is confirmed only with all
 		// its codes; the caller retries a shortfall, which a code loaded
 		// after the snapshot can cause, with a new snapshot.
 		confirm: r.Replace(`
 WITH
-r AS MATERIALIZED (
+s AS MATERIALIZED (
     SELECT x.item, x.holder, x.quantity, x.state, x.expires_at, x.codes,
            x.state = 'held' AND x.expires_at > {ts} AS live, i.codes AS code_item
     FROM {res} x JOIN {items} i ON i.item = x.item
     WHERE x.id = $1::text
+),
+l AS MATERIALIZED (
+    SELECT x.item, x.holder, x.quantity, x.state, x.expires_at, x.codes,
+           x.state = 'held' AND x.expires_at > {ts} AS live, i.codes AS code_item
+    FROM {res} x JOIN {items} i ON i.item = x.item
+    WHERE x.id = $1::text AND (SELECT s.live FROM s)
     FOR NO KEY UPDATE OF x
+),
+r AS MATERIALIZED (
+    SELECT * FROM l
+    UNION ALL
+    SELECT * FROM s WHERE NOT s.live
 ),
 picked AS MATERIALIZED (
     SELECT c.code, c.seq FROM {codes} c
