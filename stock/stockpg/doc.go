@@ -175,7 +175,8 @@
 //
 // # Code pools
 //
-// A code item's units are its free codes. Confirm locks the reservation,
+// A code item's units are its free codes. Confirm locks the reservation
+// (only a live hold: any other state is final and answered unlocked),
 // then as many free codes as it has units, in the order they were loaded
 // and skipping codes that concurrent confirmations hold, and confirms the
 // reservation with all of them or not at all.
@@ -190,7 +191,10 @@
 // READ COMMITTED. Reserve then runs alone, without group commit, as with
 // [Options.PerCall]; a sharded store's first try, on one shard, runs under
 // a savepoint that is rolled back if the exact step must follow, so that
-// it does not wait for every shard while holding one.
+// it does not wait for every shard while holding one. (That first try
+// changes no row inside reserve_batch's exception block unless it grants:
+// a row changed there would stay locked for its waiters until the whole
+// transaction ends, rollback to the savepoint or not.)
 //
 // # Schema
 //
