@@ -644,3 +644,47 @@ func TestConfirmOfExpiredHoldLocksNothing(t *testing.T) {
 		})
 	}
 }
+
+// TestBatchesLockHoldersInOrder: two batches on different shards, each
+// for holders A and B of an item without a limit, one taking B's ended
+// reservation off B's row and the other A's, lock the holder rows in the
+// same order, so that neither deadlocks with the other while a third
+// transaction holds B's row.
+func TestBatchesLockHoldersInOrder(t *testing.T) {
+	ctx := t.Context()
+	s, pool := newStore(t, stockpg.Options{Shards: 3})
+	require.NoError(t, s.Define(ctx, "it", stock.ItemConfig{}))
+	require.NoError(t, s.Restock(ctx, "it", 90))
+	_, err := s.Reserve(ctx, reserveReq("it", "B", "rb", 1))
+	require.NoError(t, err)
+	require.NoError(t, s.Release(ctx, "rb"))
+	_, err = s.Reserve(ctx, reserveReq("it", "A", "ra", 1))
+	require.NoError(t, err)
+	var shard int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT shard FROM idemq_stock_reservations WHERE id = 'ra'`).Scan(&shard))
+
+	t0, err := pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = t0.Rollback(context.WithoutCancel(ctx)) }()
+	_, err = t0.Exec(ctx, `SELECT FROM idemq_stock_holders WHERE item = 'it' AND holder = 'B' FOR NO KEY UPDATE`)
+	require.NoError(t, err)
+
+	batch := func(shard int, a, b string) chan []error {
+		done := make(chan []error, 1)
+		go func() {
+			_, errs := stockpg.RunBatch(s, shard, []stock.ReserveRequest{reserveReq("it", "A", a, 1), reserveReq("it", "B", b, 1)})
+			done <- errs
+		}()
+		return done
+	}
+	first := batch((shard+1)%3, "a1", "b1") // takes rb off B's row
+	waitBlocked(t, pool, t0.Conn().PgConn().PID(), 1)
+	require.NoError(t, s.Release(ctx, "ra"))
+	second := batch((shard+2)%3, "a2", "b2") // takes ra off A's row
+	waitBlocked(t, pool, t0.Conn().PgConn().PID(), 2)
+	require.NoError(t, t0.Commit(ctx))
+	require.Equal(t, []error{nil, nil}, <-first)
+	require.Equal(t, []error{nil, nil}, <-second)
+	l := requireConsistent(t, s, pool, "it", 90)
+	require.Equal(t, 4, l.Held)
+}

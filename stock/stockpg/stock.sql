@@ -82,11 +82,12 @@ CREATE INDEX IF NOT EXISTS {{.FreeIndex}} ON {{.Codes}} (item, seq) WHERE reserv
 -- else one shard: one that no one else holds (p_shard preferred), or, if
 -- all are held, the best one once it is free. Then it locks the batch's
 -- holders' reservations that no longer count and expired holds of the
--- locked shards (SKIP LOCKED); then the holder rows, in the order of
--- p_holders; then the new reservations' keys, in the byte order of their
--- IDs. Every batch and every other statement takes its locks in that
--- order, and waits for a shard only while it holds no other or lower ones,
--- so no two of them deadlock.
+-- locked shards (SKIP LOCKED); then, for an item with a holder limit, the
+-- holder rows, in the order of p_holders; then the new reservations'
+-- keys, in the byte order of their IDs; then, for an item without a limit,
+-- the holder rows, in the order of p_holders. Every batch and every other
+-- statement takes its locks in that order, and waits for a shard only
+-- while it holds no other or lower ones, so no two of them deadlock.
 --
 -- p_holders are the batch's distinct holders; per request, p_hidx is the
 -- position of its holder in them and p_prev that of the previous request
@@ -296,23 +297,6 @@ BEGIN
                 SELECT y.units FROM {{.Holders}} y WHERE y.item = p_item AND y.holder = x.holder OFFSET 0
             ) h ON true;
         END IF;
-
-        -- The units that stopped counting come off the holder rows, in
-        -- order, here rather than in the block below: a row a block
-        -- changes stays locked, for whoever waits for it, until the whole
-        -- transaction ends, even if a savepoint around the block is rolled
-        -- back. The first step of a sharded Reserve in a caller's
-        -- transaction is rolled back that way when it answers 'next', and
-        -- the exact step must not then wait for every shard while a
-        -- Reserve that holds one waits for a holder row it changed.
-        IF v_anymine THEN
-            FOR v_h IN 1 .. v_nh LOOP
-                IF v_mine[v_h] <> 0 THEN
-                    UPDATE {{.Holders}} h SET units = h.units - v_mine[v_h]
-                    WHERE h.item = p_item AND h.holder = p_holders[v_h];
-                END IF;
-            END LOOP;
-        END IF;
         v_off := floor(random() * v_nshards)::integer;
     END IF;
 
@@ -355,19 +339,6 @@ BEGIN
                 END IF;
             END LOOP;
 
-            -- The units granted go to the holder rows, locked in order
-            -- (with a limit, they are already). A batch that grants
-            -- nothing changes no row in the block.
-            IF v_new > 0 THEN
-                INSERT INTO {{.Holders}} AS h (item, holder, units, last_id)
-                SELECT p_item, x.holder, x.granted, x.last
-                FROM unnest(p_holders, v_granted, v_last) WITH ORDINALITY AS x(holder, granted, last, pos)
-                WHERE x.granted <> 0
-                ORDER BY x.pos
-                ON CONFLICT (item, holder) DO UPDATE
-                SET units = h.units + EXCLUDED.units, last_id = EXCLUDED.last_id;
-            END IF;
-
             IF v_new > 0 THEN
                 WITH ins AS (
                     INSERT INTO {{.Reservations}} (id, item, holder, quantity, state, shard, counted, expires_at, created_at)
@@ -397,6 +368,34 @@ BEGIN
             FROM generate_subscripts(p_ids, 1) AS k;
         END;
     END LOOP;
+
+    -- The holder rows, after the block rather than in it: a row that a
+    -- block changes stays locked, for whoever waits for it, until the
+    -- whole transaction ends, even if a savepoint around the call is
+    -- rolled back (as the first step of a sharded Reserve in a caller's
+    -- transaction is when it answers 'next'); and a row that the
+    -- transaction locked (with a limit, above) and the block updates gets
+    -- a MultiXact. They are locked in order (with a limit, they are
+    -- already): units granted added, then the units that stopped counting
+    -- taken off, so that no proposed row is negative.
+    IF v_locked THEN
+        INSERT INTO {{.Holders}} AS h (item, holder, units, last_id)
+        SELECT p_item, x.holder, x.granted, x.last
+        FROM unnest(p_holders, v_mine, v_granted, v_last) WITH ORDINALITY AS x(holder, mine, granted, last, pos)
+        WHERE x.mine <> 0 OR x.granted <> 0
+        ORDER BY x.pos
+        ON CONFLICT (item, holder) DO UPDATE
+        SET units = h.units + EXCLUDED.units,
+            last_id = CASE WHEN EXCLUDED.last_id <> '' THEN EXCLUDED.last_id ELSE h.last_id END;
+        IF v_anymine THEN
+            FOR v_h IN 1 .. v_nh LOOP
+                IF v_mine[v_h] <> 0 THEN
+                    UPDATE {{.Holders}} h SET units = h.units - v_mine[v_h]
+                    WHERE h.item = p_item AND h.holder = p_holders[v_h];
+                END IF;
+            END LOOP;
+        END IF;
+    END IF;
 
     -- The locked shards get what is left, after the block rather than in
     -- it: a row that a transaction has locked and one of its
@@ -446,7 +445,9 @@ $fn$;
 -- one with units first, p_shard first among equals, or, if all are held,
 -- the best one once it is free. With a holder limit, it then locks the
 -- holder's row and grants only if the units the row counts leave room
--- (reserve_batch also discounts ended reservations). It takes back no
+-- (reserve_batch also discounts ended reservations); without one, it
+-- writes the holder's row after the new reservation's key, as
+-- reserve_batch does. It takes back no
 -- expired hold: a shard short of units answers 'soldout' only if a
 -- snapshot of the whole item, expired holds included, is short too, and
 -- 'full' otherwise.
@@ -525,16 +526,19 @@ BEGIN
                     RETURN NEXT;
                     RETURN;
                 END IF;
-            ELSE
-                INSERT INTO {{.Holders}} AS h (item, holder, units, last_id)
-                VALUES (p_item, p_holder, p_qty, p_id)
-                ON CONFLICT (item, holder) DO UPDATE
-                SET units = h.units + EXCLUDED.units, last_id = EXCLUDED.last_id;
             END IF;
 
             o_expires_at := v_ts + p_hold * interval '1 microsecond';
             INSERT INTO {{.Reservations}} (id, item, holder, quantity, state, shard, counted, expires_at, created_at)
             VALUES (p_id, p_item, p_holder, p_qty, 'held', v_shard, true, o_expires_at, v_ts);
+            IF v_limit = 0 THEN
+                -- Without a limit, the holder's row after the new key, as
+                -- in reserve_batch.
+                INSERT INTO {{.Holders}} AS h (item, holder, units, last_id)
+                VALUES (p_item, p_holder, p_qty, p_id)
+                ON CONFLICT (item, holder) DO UPDATE
+                SET units = h.units + EXCLUDED.units, last_id = EXCLUDED.last_id;
+            END IF;
             UPDATE {{.Shards}} s
             SET available = s.available - p_qty
             WHERE s.item = p_item AND s.shard = v_shard;
