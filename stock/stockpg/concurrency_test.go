@@ -688,3 +688,49 @@ func TestBatchesLockHoldersInOrder(t *testing.T) {
 	l := requireConsistent(t, s, pool, "it", 90)
 	require.Equal(t, 4, l.Held)
 }
+
+// TestConfirmWaitsForConfirmingTransaction: a hold that a transaction
+// confirmed while it was live, and that passed its time before that
+// transaction committed, ends up confirmed; a Confirm or Release of it
+// meanwhile waits for that transaction and answers accordingly, rather
+// than calling it expired.
+func TestConfirmWaitsForConfirmingTransaction(t *testing.T) {
+	ctx := t.Context()
+	s, pool := newStore(t, stockpg.Options{})
+	require.NoError(t, s.Define(ctx, "it", stock.ItemConfig{}))
+	require.NoError(t, s.Restock(ctx, "it", 1))
+	req := reserveReq("it", "alice", "h", 1)
+	req.Hold = 200 * time.Millisecond
+	_, err := s.Reserve(ctx, req)
+	require.NoError(t, err)
+
+	tx, err := pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	inTx, err := stockpg.New(tx, stockpg.Options{})
+	require.NoError(t, err)
+	c, err := inTx.Confirm(ctx, "h")
+	require.NoError(t, err)
+	require.Equal(t, stock.Confirmed, c.State)
+	require.Eventually(t, func() bool {
+		r, err := s.Get(ctx, "h")
+		require.NoError(t, err)
+		return r.State == stock.Expired // as the others see it, until tx commits
+	}, 10*time.Second, 10*time.Millisecond)
+
+	confirmed := make(chan error, 1)
+	go func() {
+		r, err := s.Confirm(ctx, "h")
+		if err == nil && r.State != stock.Confirmed {
+			err = fmt.Errorf("Confirm answered %s", r.State)
+		}
+		confirmed <- err
+	}()
+	released := make(chan error, 1)
+	go func() { released <- s.Release(ctx, "h") }()
+	waitBlocked(t, pool, tx.Conn().PgConn().PID(), 2)
+	require.NoError(t, tx.Commit(ctx))
+	require.NoError(t, <-confirmed)
+	require.ErrorIs(t, <-released, stock.ErrConfirmed)
+	require.Equal(t, stock.Level{Item: "it", Confirmed: 1}, requireConsistent(t, s, pool, "it", 1))
+}

@@ -40,6 +40,7 @@ type queries struct {
 	reservationsKey          string // the constraint a duplicate ID violates
 
 	confirm, release, get, sweep string
+	settle                       string
 
 	define, restock, loadCodes, setDisabled, level string
 }
@@ -160,6 +161,8 @@ upd AS (
     WHERE s.item = sh.item AND s.shard = sh.shard
 )
 SELECT count(*) FROM rel`),
+
+		settle: r.Replace(`SELECT FROM {res} WHERE id = $1::text FOR NO KEY UPDATE`),
 
 		get: r.Replace(`
 SELECT item, holder, quantity, state, expires_at, codes, expires_at <= {ts}

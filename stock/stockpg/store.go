@@ -273,11 +273,13 @@ func effectiveState(state string, due bool) stock.State {
 const confirmAttempts = 3
 
 // Confirm implements [stock.Store]. It is one statement: the reservation
-// is locked, then, for a code item, as many free codes as it has units
-// (in the order they were loaded), and it is confirmed with all of them
-// or not at all.
+// is locked if it is a live hold, then, for a code item, as many free
+// codes as it has units (in the order they were loaded), and it is
+// confirmed with all of them or not at all. A hold past its time is
+// answered as expired once no other transaction holds it (see settle).
 func (s *Store) Confirm(ctx context.Context, id string) (stock.Reservation, error) {
-	for range confirmAttempts {
+	settled := false
+	for range confirmAttempts + 1 {
 		r := stock.Reservation{ID: id}
 		var (
 			state           string
@@ -299,6 +301,12 @@ func (s *Store) Confirm(ctx context.Context, id string) (stock.Reservation, erro
 			return r, nil
 		case state == stateReleased:
 			return stock.Reservation{}, fmt.Errorf("%w: %q", stock.ErrReleased, id)
+		case state == stateHeld && !live && !settled:
+			if err := s.settle(ctx, id); err != nil {
+				return stock.Reservation{}, fmt.Errorf("stockpg: confirm %q: %w", id, err)
+			}
+			settled = true
+			continue
 		case state == stateExpired || !live:
 			return stock.Reservation{}, fmt.Errorf("%w: %q", stock.ErrExpired, id)
 		}
@@ -306,6 +314,29 @@ func (s *Store) Confirm(ctx context.Context, id string) (stock.Reservation, erro
 		// again with a new snapshot.
 	}
 	return stock.Reservation{}, fmt.Errorf("%w: reservation %q", stock.ErrNoCodes, id)
+}
+
+// settle waits until no other transaction holds reservation id, without
+// keeping a lock on it: it locks the row under a savepoint, or in a
+// transaction of its own, and rolls that back at once. A hold past its
+// time that a transaction confirmed or released while it was live ends
+// up so when that transaction commits; once none holds it, nothing can
+// change its state any more, and a new snapshot tells it. Confirm and
+// Release do not keep the lock, so that a hold past its time that they
+// looked at is still taken back by the next Reserve.
+func (s *Store) settle(ctx context.Context, id string) error {
+	b, ok := s.db.(interface {
+		Begin(context.Context) (pgx.Tx, error)
+	})
+	if !ok {
+		return nil // a DBTX that cannot begin one: the snapshot is the answer
+	}
+	tx, err := b.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	_, err = tx.Exec(ctx, s.q.settle, id)
+	return errors.Join(err, tx.Rollback(ctx))
 }
 
 // releaseAttempts bounds Release's statements: a second one is needed
@@ -316,7 +347,8 @@ const releaseAttempts = 3
 // hold's shard, then the hold, and gives the units back; when it changes
 // nothing, a read tells why.
 func (s *Store) Release(ctx context.Context, id string) error {
-	for range releaseAttempts {
+	settled := false
+	for range releaseAttempts + 1 {
 		var n int64
 		if err := s.db.QueryRow(ctx, s.q.release, id).Scan(&n); err != nil {
 			return fmt.Errorf("stockpg: release %q: %w", id, err)
@@ -328,10 +360,15 @@ func (s *Store) Release(ctx context.Context, id string) error {
 		if err != nil {
 			return err
 		}
-		switch r.State {
-		case stock.Confirmed:
+		switch {
+		case r.State == stock.Confirmed:
 			return fmt.Errorf("%w: %q", stock.ErrConfirmed, id)
-		case stock.Released, stock.Expired:
+		case r.State == stock.Expired && !settled:
+			if err := s.settle(ctx, id); err != nil {
+				return fmt.Errorf("stockpg: release %q: %w", id, err)
+			}
+			settled = true
+		case r.State == stock.Released, r.State == stock.Expired:
 			return nil
 		}
 	}
