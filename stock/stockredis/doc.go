@@ -86,14 +86,19 @@
 //   - A reservation made under an ID bound to another item is reached by
 //     no one: every Reserve of that ID for this item fails with
 //     ErrConflict, and the other calls look in the other item. If the
-//     undo does not run (the client died, or the undo failed), its units
-//     are held until the hold ends, and never longer.
+//     undo does not run (the client died, the undo failed, or the
+//     caller's context ended while the call was in flight), its units are
+//     held until the hold ends, and never longer.
 //   - The undo removes only a reservation whose nonce is the call's own,
 //     and a call given a held or expired reservation records its own
-//     nonce in it, so an undo never takes a reservation another call was
-//     given (even one whose ID was bound again to this item after the
-//     binding to the other lapsed); go-redis's retry of the script keeps
-//     the nonce, and finds its own reservation.
+//     nonce in it, so an undo leaves alone a reservation that a later call
+//     was given; go-redis's retry of the script keeps the nonce, and finds
+//     its own reservation. One window remains: if the binding to the other
+//     item lapses between a call's two halves and a concurrent Reserve of
+//     the ID binds it to this item, the call's script may find that
+//     Reserve's reservation, take it over and undo it. That Reserve then
+//     answered a hold that Get no longer finds; its units are free again,
+//     and a retry makes a new one. Keep Retain long, and IDs to one item.
 //
 // # Guarantees
 //

@@ -263,7 +263,9 @@ const (
 // Retain more.
 //
 // If ctx ends before the call is sent, nothing is done; if it ends after,
-// Reserve returns ctx's error and the reservation may still be made.
+// Reserve returns ctx's error at once and the reservation may still be
+// made, and neither undone nor its binding lengthened (see above): retry
+// with the same ID to find out.
 func (s *Store) Reserve(ctx context.Context, req stock.ReserveRequest) (stock.Reservation, error) {
 	req, err := req.Validate()
 	if err != nil {
