@@ -61,6 +61,7 @@ type LevelCache struct {
 
 	mu      sync.Mutex
 	entries map[string]cachedLevel
+	forgets map[string]uint64 // by item: how often Forget was called
 }
 
 type cachedLevel struct {
@@ -85,7 +86,7 @@ func NewLevelCache(store Store, opts CacheOptions) (*LevelCache, error) {
 	if opts.now == nil {
 		opts.now = time.Now
 	}
-	return &LevelCache{store: store, o: opts, entries: map[string]cachedLevel{}}, nil
+	return &LevelCache{store: store, o: opts, entries: map[string]cachedLevel{}, forgets: map[string]uint64{}}, nil
 }
 
 // Level returns the item's level, from the cache when it is fresh enough.
@@ -93,18 +94,23 @@ func (c *LevelCache) Level(ctx context.Context, item string) (Level, error) {
 	start := c.o.now()
 	c.mu.Lock()
 	e, ok := c.entries[item]
+	gen := c.forgets[item]
 	c.mu.Unlock()
 	if ok && start.Sub(e.at) <= c.o.TTL {
 		return e.level, nil
 	}
-	l, _, err := c.reads.Do(ctx, item, func(ctx context.Context) (Level, error) {
+	// A read begun before a Forget is neither joined nor kept after it.
+	key := strconv.FormatUint(gen, 10) + ":" + item
+	l, _, err := c.reads.Do(ctx, key, func(ctx context.Context) (Level, error) {
 		at := c.o.now()
 		l, err := c.store.Level(ctx, item)
 		if err != nil {
 			return Level{}, err
 		}
 		c.mu.Lock()
-		c.entries[item] = cachedLevel{level: l, at: at}
+		if c.forgets[item] == gen {
+			c.entries[item] = cachedLevel{level: l, at: at}
+		}
 		c.mu.Unlock()
 		return l, nil
 	})
@@ -121,10 +127,12 @@ func (c *LevelCache) Display(ctx context.Context, item string) (string, error) {
 }
 
 // Forget drops the cached level of item, for instance after an operator
-// disabled it.
+// disabled it: every call that begins after Forget returns reads the
+// store anew, even if a read begun before is still under way.
 func (c *LevelCache) Forget(item string) {
 	c.mu.Lock()
 	delete(c.entries, item)
+	c.forgets[item]++
 	c.mu.Unlock()
 }
 
@@ -134,22 +142,89 @@ func (c *LevelCache) Forget(item string) {
 // customers see "Unavailable" and no reservation is taken that the partner
 // could not honour; when it half-opens or closes, the item is enabled, so
 // that the breaker's probes can go through.
+//
+// It switches only what is its own: it leaves alone an item that is
+// already disabled with another reason (an operator's), and enables only
+// an item disabled with reason, so give it a reason no operator uses. An
+// operator's Disable or Enable that lands between its reading the item and
+// switching it can still be undone. A switch that fails is logged and
+// tried again, waiting from 100ms up to 30s between tries, until it
+// succeeds or the breaker changes state again: an Enable lost to a store
+// error would otherwise leave the item disabled, and a half-open breaker
+// without the probe that could close it.
 func DisableWhileOpen(store Store, item, reason string, logger *slog.Logger) func(name string, from, to backpressure.State) {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return func(name string, _, to backpressure.State) {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		var err error
-		if to == backpressure.StateOpen {
-			err = store.Disable(ctx, item, reason)
-		} else {
-			err = store.Enable(ctx, item)
-		}
-		if err != nil {
-			logger.LogAttrs(ctx, slog.LevelError, "stock: switching item with its breaker failed",
-				slog.String("item", item), slog.String("breaker", name), slog.String("to", to.String()), slog.Any("error", err))
-		}
+	w := &breakerSwitch{store: store, item: item, reason: reason, logger: logger}
+	return w.change
+}
+
+// breakerSwitch is the state behind DisableWhileOpen.
+type breakerSwitch struct {
+	store        Store
+	item, reason string
+	logger       *slog.Logger
+
+	mu  sync.Mutex // held while switching, so that switches apply in order
+	gen uint64     // the breaker's state changes so far
+}
+
+const (
+	switchTimeout  = 5 * time.Second
+	switchRetryMin = 100 * time.Millisecond
+	switchRetryMax = 30 * time.Second
+)
+
+func (w *breakerSwitch) change(name string, _, to backpressure.State) {
+	w.mu.Lock()
+	w.gen++
+	gen := w.gen
+	err := w.apply(to)
+	w.mu.Unlock()
+	if err != nil {
+		w.failed(name, to, err)
+		go w.retry(name, to, gen)
 	}
+}
+
+// retry applies to until it succeeds, unless the breaker has changed state
+// since gen.
+func (w *breakerSwitch) retry(name string, to backpressure.State, gen uint64) {
+	for delay := switchRetryMin; ; delay = min(2*delay, switchRetryMax) {
+		time.Sleep(delay)
+		w.mu.Lock()
+		if w.gen != gen {
+			w.mu.Unlock()
+			return
+		}
+		err := w.apply(to)
+		w.mu.Unlock()
+		if err == nil {
+			return
+		}
+		w.failed(name, to, err)
+	}
+}
+
+// apply switches the item for the breaker's state to. w.mu is held.
+func (w *breakerSwitch) apply(to backpressure.State) error {
+	ctx, cancel := context.WithTimeout(context.Background(), switchTimeout)
+	defer cancel()
+	l, err := w.store.Level(ctx, w.item)
+	if err != nil {
+		return err
+	}
+	switch {
+	case to == backpressure.StateOpen && !l.Disabled:
+		return w.store.Disable(ctx, w.item, w.reason)
+	case to != backpressure.StateOpen && l.Disabled && l.Reason == w.reason:
+		return w.store.Enable(ctx, w.item)
+	}
+	return nil
+}
+
+func (w *breakerSwitch) failed(name string, to backpressure.State, err error) {
+	w.logger.LogAttrs(context.Background(), slog.LevelError, "stock: switching item with its breaker failed; trying again",
+		slog.String("item", w.item), slog.String("breaker", name), slog.String("to", to.String()), slog.Any("error", err))
 }

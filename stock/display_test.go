@@ -3,6 +3,7 @@ package stock
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -153,4 +154,123 @@ func TestBreakerDisablesItem(t *testing.T) {
 	require.False(t, l.Disabled)
 	_, err = store.Reserve(ctx, ReserveRequest{Item: "voucher", Holder: "h", ID: "r2", Hold: time.Minute})
 	require.NoError(t, err)
+}
+
+// flakyStore fails Enable while failEnables is positive.
+type flakyStore struct {
+	Store
+	failEnables atomic.Int32
+	enables     atomic.Int32
+}
+
+func (s *flakyStore) Enable(ctx context.Context, item string) error {
+	s.enables.Add(1)
+	if s.failEnables.Add(-1) >= 0 {
+		return errors.New("store unavailable")
+	}
+	return s.Store.Enable(ctx, item)
+}
+
+func requireDisabled(t *testing.T, store Store, item string, disabled bool, reason string) {
+	t.Helper()
+	l, err := store.Level(context.Background(), item)
+	require.NoError(t, err)
+	require.Equal(t, disabled, l.Disabled, "Disabled of %q", item)
+	require.Equal(t, reason, l.Reason, "Reason of %q", item)
+}
+
+// TestBreakerLeavesOperatorsSwitch: the breaker's switch neither enables
+// an item an operator disabled nor takes over the operator's reason.
+func TestBreakerLeavesOperatorsSwitch(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	store := NewMemoryStore()
+	require.NoError(t, store.Define(ctx, "voucher", ItemConfig{}))
+	change := DisableWhileOpen(store, "voucher", "partner unavailable", nil)
+
+	change("p", backpressure.StateClosed, backpressure.StateOpen)
+	requireDisabled(t, store, "voucher", true, "partner unavailable")
+	require.NoError(t, store.Disable(ctx, "voucher", "fraud check"))
+	change("p", backpressure.StateOpen, backpressure.StateHalfOpen)
+	requireDisabled(t, store, "voucher", true, "fraud check")
+	change("p", backpressure.StateHalfOpen, backpressure.StateOpen)
+	requireDisabled(t, store, "voucher", true, "fraud check")
+	change("p", backpressure.StateOpen, backpressure.StateClosed)
+	requireDisabled(t, store, "voucher", true, "fraud check")
+
+	require.NoError(t, store.Enable(ctx, "voucher"))
+	change("p", backpressure.StateClosed, backpressure.StateOpen)
+	change("p", backpressure.StateOpen, backpressure.StateClosed)
+	requireDisabled(t, store, "voucher", false, "")
+}
+
+// TestBreakerRetriesSwitch: an Enable that fails is tried again until it
+// succeeds, and a retry that a later state change overtook does nothing.
+func TestBreakerRetriesSwitch(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	mem := NewMemoryStore()
+	require.NoError(t, mem.Define(ctx, "voucher", ItemConfig{}))
+	store := &flakyStore{Store: mem}
+	change := DisableWhileOpen(store, "voucher", "partner unavailable", slog.New(slog.DiscardHandler))
+
+	change("p", backpressure.StateClosed, backpressure.StateOpen)
+	store.failEnables.Store(2)
+	change("p", backpressure.StateOpen, backpressure.StateHalfOpen)
+	requireDisabled(t, store, "voucher", true, "partner unavailable")
+	require.Eventually(t, func() bool {
+		l, err := store.Level(ctx, "voucher")
+		require.NoError(t, err)
+		return !l.Disabled
+	}, 10*time.Second, 10*time.Millisecond, "the failed Enable is tried again")
+	require.Equal(t, int32(3), store.enables.Load(), "two failures, then the Enable that worked")
+
+	// Enable fails, and the breaker opens again before the retry: the
+	// item stays disabled.
+	change("p", backpressure.StateHalfOpen, backpressure.StateOpen)
+	store.failEnables.Store(1)
+	change("p", backpressure.StateOpen, backpressure.StateHalfOpen)
+	change("p", backpressure.StateHalfOpen, backpressure.StateOpen)
+	time.Sleep(3 * switchRetryMin) // past the first retry
+	requireDisabled(t, store, "voucher", true, "partner unavailable")
+	require.Equal(t, int32(4), store.enables.Load(), "the overtaken retry did not Enable")
+}
+
+// TestLevelCacheForgetDuringRead: after Forget, a call reads the store
+// anew even while a read begun before Forget is still under way, and that
+// read's level is not cached.
+func TestLevelCacheForgetDuringRead(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	mem := NewMemoryStore()
+	require.NoError(t, mem.Define(ctx, "v", ItemConfig{}))
+	require.NoError(t, mem.Restock(ctx, "v", 20))
+	store := &countingStore{Store: mem, gate: make(chan struct{})}
+	c, err := NewLevelCache(store, CacheOptions{TTL: time.Hour})
+	require.NoError(t, err)
+
+	before := make(chan string, 1)
+	go func() {
+		d, err := c.Display(ctx, "v")
+		require.NoError(t, err)
+		before <- d
+	}()
+	require.Eventually(t, func() bool { return store.reads.Load() == 1 }, 10*time.Second, time.Millisecond)
+	require.NoError(t, mem.Disable(ctx, "v", "fraud check"))
+	c.Forget("v")
+	after := make(chan string, 1)
+	go func() {
+		d, err := c.Display(ctx, "v")
+		require.NoError(t, err)
+		after <- d
+	}()
+	require.Eventually(t, func() bool { return store.reads.Load() == 2 }, 10*time.Second, time.Millisecond,
+		"a call after Forget does not join the read begun before it")
+	close(store.gate)
+	require.Equal(t, Unavailable, <-after)
+	<-before // read before the Disable or after it: either is right for it
+	d, err := c.Display(ctx, "v")
+	require.NoError(t, err)
+	require.Equal(t, Unavailable, d, "the level read before Forget was not cached")
+	require.Equal(t, int32(2), store.reads.Load())
 }
