@@ -38,7 +38,7 @@
 //	400  no Idempotency-Key, or a body without a holder
 //	404  no such item
 //	409  {"error": "sold out"}, or {"error": "holder limit reached"} for a second voucher
-//	422  the key was used before with another body (or item)
+//	422  the key was used before for this item with another body
 //	502  the partner failed: the unit was released; retry with the same key
 //	503  the item is disabled or the partner's breaker is open, with Retry-After;
 //	     or too many redeems are in flight, or a store failed
@@ -194,8 +194,9 @@
 // the retry takes a new unit and activates again. A real service cancels
 // the orphaned activation with the partner. Each process has its own
 // breakers: an item disabled by a breaker in a process that then stops
-// stays disabled until an operator enables it, and a breaker that
-// half-opens enables its item even if an operator disabled it meanwhile.
+// stays disabled until an operator enables it. (A breaker that half-opens
+// enables only an item that it disabled itself, so an operator's Disable
+// stays.)
 package main
 
 import (

@@ -334,6 +334,7 @@ func TestBadRequests(t *testing.T) {
 		{"no holder", "/items/" + welcomeItem + "/redeem", "k2", `{}`, http.StatusBadRequest},
 		{"blank holder", "/items/" + welcomeItem + "/redeem", "k3", `{"holder":"  "}`, http.StatusBadRequest},
 		{"unknown item", "/items/nope/redeem", "k4", `{"holder":"u"}`, http.StatusNotFound},
+		{"item name too long", "/items/" + strings.Repeat("x", stock.MaxNameLen+1) + "/redeem", "k5", `{"holder":"u"}`, http.StatusNotFound},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

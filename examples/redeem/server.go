@@ -237,6 +237,10 @@ const maxHolderLen = 200
 
 func (s *server) redeem(w http.ResponseWriter, r *http.Request) {
 	item := r.PathValue("item")
+	if stock.CheckName("item", item) != nil { // no store defines one
+		writeJSON(w, http.StatusNotFound, errorBody{Error: "unknown item"})
+		return
+	}
 	var body struct {
 		Holder string `json:"holder"`
 	}
