@@ -128,7 +128,7 @@
 //	Idempotency-Stored: false
 //	Retry-After: 30
 //
-//	{"error":"item unavailable","reason":"partner unavailable"}
+//	{"error":"partner unavailable","reason":"circuit open"}
 //	$ curl -s -X POST localhost:8080/admin/partner/recover
 //	{"partner":"ok"}
 //
@@ -174,13 +174,15 @@
 // stored, or storing it fails, the retry finds the same reservation and
 // takes nothing more.
 //
-//  1. Reserve one unit for the holder, held for a minute. The store checks
+//  1. Ask the item's breaker whether the partner may be called; if not,
+//     answer 503 having taken nothing.
+//  2. Reserve one unit for the holder, held for a minute. The store checks
 //     the stock, the per-holder limit and the disabled flag in one step.
-//  2. Ask the partner to activate the voucher, through the item's breaker,
-//     with the reservation ID as the partner's own idempotency key: a
-//     retry that finds the reservation still held calls the partner
-//     again for the same reservation.
-//  3. Confirm; a code item hands out its code here.
+//  3. Ask the partner to activate the voucher, with the reservation ID as
+//     the partner's own idempotency key: a retry that finds the
+//     reservation still held calls the partner again for the same
+//     reservation.
+//  4. Confirm; a code item hands out its code here.
 //
 // When the partner fails the unit is released and the answer is 502. The
 // key's next attempt then derives the next reservation ID, since a

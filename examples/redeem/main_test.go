@@ -15,6 +15,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/idemq/idemq/backpressure"
 	"github.com/idemq/idemq/idempotency"
 	"github.com/idemq/idemq/internal/testenv"
 	"github.com/idemq/idemq/stock"
@@ -442,4 +443,35 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestBreakerRejectionsKeepAttempts: while a half-open breaker's probe is
+// in flight, the redeems it turns away take no unit and use up none of
+// their key's attempts, so that the key redeems once the breaker closes.
+func TestBreakerRejectionsKeepAttempts(t *testing.T) {
+	t.Parallel()
+	srv := newTestServer(t, serverOptions{BreakerFailures: 1, OpenTimeout: 100 * time.Millisecond, PartnerLatency: 300 * time.Millisecond})
+	srv.partner.failing.Store(true)
+	require.Equal(t, http.StatusBadGateway, redeem(srv, welcomeItem, "first", "user-1").Code)
+	srv.partner.failing.Store(false)
+	require.Eventually(t, func() bool {
+		return srv.itemBreaker(welcomeItem, false).State() == backpressure.StateHalfOpen
+	}, 10*time.Second, 10*time.Millisecond)
+
+	probe := make(chan int, 1)
+	go func() { probe <- redeem(srv, welcomeItem, "probe", "user-2").Code }()
+	require.Eventually(t, func() bool { return srv.partner.calls.Load() == 2 }, 10*time.Second, time.Millisecond)
+	for i := range 2 * maxAttempts {
+		rec := redeem(srv, welcomeItem, "patient", "user-3")
+		require.Equal(t, http.StatusServiceUnavailable, rec.Code, "try %d: %s", i, rec.Body.String())
+		require.Equal(t, "half-open probes in flight", decode[errorBody](t, rec).Reason)
+	}
+	l := level(t, srv.stock, welcomeItem)
+	require.Equal(t, welcomeUnits-1, l.Available, "only the probe holds a unit: %+v", l)
+	require.Equal(t, http.StatusCreated, <-probe)
+
+	rec := redeem(srv, welcomeItem, "patient", "user-3")
+	require.Equal(t, http.StatusCreated, rec.Code, rec.Body.String())
+	require.Equal(t, reservationID(welcomeItem, "patient", 0), decode[redemption](t, rec).ReservationID)
+	require.EqualValues(t, 3, srv.partner.calls.Load())
 }

@@ -258,15 +258,45 @@ func (s *server) redeem(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	key := idempotencyKey(r)
 
+	// The partner's breaker is asked before a unit is taken, so that a
+	// redeem it turns away takes and releases nothing, and uses up none of
+	// the key's attempts. A redeem that then does not call the partner
+	// records no outcome (context.Canceled is neither a success nor a
+	// failure), which gives a half-open breaker's probe slot back.
+	b := s.itemBreaker(item, true)
+	ticket, err := b.Allow()
+	if err != nil {
+		d, _ := backpressure.RetryAfterHint(err)
+		reason := "circuit open"
+		if re, ok := errors.AsType[*backpressure.RejectedError](err); ok {
+			reason = re.Reason
+		}
+		w.Header().Set("Retry-After", backpressure.RetryAfterSeconds(d))
+		writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: "partner unavailable", Reason: reason})
+		return
+	}
+	recorded := false
+	record := func(err error) {
+		recorded = true
+		b.Record(ticket, err)
+	}
+	defer func() {
+		if !recorded { // the partner panicked
+			b.Record(ticket, errors.New("redeem: partner call did not return"))
+		}
+	}()
+
 	res, err := s.reserve(ctx, item, holder, key)
 	if errors.Is(err, stock.ErrDisabled) && s.reenabled(item) {
 		res, err = s.reserve(ctx, item, holder, key)
 	}
 	if err != nil {
+		record(context.Canceled)
 		s.refuse(w, r, item, err)
 		return
 	}
 	if res.State == stock.Confirmed { // an earlier attempt got this far
+		record(context.Canceled)
 		writeJSON(w, http.StatusCreated, redemptionOf(res))
 		return
 	}
@@ -276,21 +306,15 @@ func (s *server) redeem(w http.ResponseWriter, r *http.Request) {
 	settle, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	pctx, pcancel := context.WithTimeout(ctx, s.o.PartnerTimeout)
-	err = s.itemBreaker(item, true).Do(pctx, func(ctx context.Context) error {
-		return s.partner.Activate(ctx, res.ID)
-	})
+	err = s.partner.Activate(pctx, res.ID)
 	pcancel()
+	record(err)
 	if err != nil {
 		if rerr := s.stock.Release(settle, res.ID); rerr != nil {
 			// The hold expires on its own; the key's retry finds it
 			// held and asks the partner again.
 			s.o.Logger.LogAttrs(ctx, slog.LevelError, "release after a partner failure failed",
 				slog.String("reservation", res.ID), slog.Any("error", rerr))
-		}
-		if d, ok := backpressure.RetryAfterHint(err); ok {
-			w.Header().Set("Retry-After", backpressure.RetryAfterSeconds(d))
-			writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: "partner unavailable", Reason: "circuit open"})
-			return
 		}
 		s.o.Logger.LogAttrs(ctx, slog.LevelInfo, "partner failed; reservation released",
 			slog.String("reservation", res.ID), slog.Any("error", err))
