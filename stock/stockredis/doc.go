@@ -86,9 +86,10 @@
 //   - A reservation made under an ID bound to another item is reached by
 //     no one: every Reserve of that ID for this item fails with
 //     ErrConflict, and the other calls look in the other item. If the
-//     undo does not run (the client died, the undo failed, or the
-//     caller's context ended while the call was in flight), its units are
-//     held until the hold ends, and never longer.
+//     undo does not run (the client died, or the undo failed), its units
+//     are held until the hold ends, and never longer. A caller whose
+//     context ends while its call is in flight gets the context's error
+//     at once, and the undo runs when the answer comes.
 //   - The undo removes only a reservation whose nonce is the call's own,
 //     and a call given a held or expired reservation records its own
 //     nonce in it, so an undo leaves alone a reservation that a later call

@@ -264,8 +264,8 @@ const (
 //
 // If ctx ends before the call is sent, nothing is done; if it ends after,
 // Reserve returns ctx's error at once and the reservation may still be
-// made, and neither undone nor its binding lengthened (see above): retry
-// with the same ID to find out.
+// made (retry with the same ID to find out); the undo or the longer
+// binding that its answer asks for is still done when the answer comes.
 func (s *Store) Reserve(ctx context.Context, req stock.ReserveRequest) (stock.Reservation, error) {
 	req, err := req.Validate()
 	if err != nil {
@@ -276,18 +276,34 @@ func (s *Store) Reserve(ctx context.Context, req stock.ReserveRequest) (stock.Re
 	}
 	c := &reserveCall{ctx: ctx, req: req, nonce: nonce(), done: make(chan reserveResult, 1)}
 	s.enqueueReserve(c)
-	var r reserveResult
 	select {
-	case r = <-c.done:
+	case r := <-c.done:
+		return s.answerReserve(ctx, c, r)
 	case <-ctx.Done():
 		s.mu.Lock()
-		if !c.taken {
+		taken := c.taken
+		if !taken {
 			c.abandoned = true
 		}
 		s.mu.Unlock()
+		if taken {
+			// The call is in flight: what its answer asks for (an undo,
+			// a longer binding) is still done when it comes.
+			go func() {
+				ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
+				defer cancel()
+				_, _ = s.answerReserve(ctx, c, <-c.done)
+			}()
+		}
 		return stock.Reservation{}, fmt.Errorf("stockredis: reserve %q: %w", req.ID, ctx.Err())
 	}
+}
 
+// answerReserve turns the result of c's round trip into Reserve's answer,
+// with what it takes: the undo of a reservation made under an ID bound to
+// another item, or a longer binding for one whose ID was bound before.
+func (s *Store) answerReserve(ctx context.Context, c *reserveCall, r reserveResult) (stock.Reservation, error) {
+	req := c.req
 	switch {
 	case errors.Is(r.boundErr, redis.Nil):
 	case r.boundErr != nil:

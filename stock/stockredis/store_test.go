@@ -1272,3 +1272,58 @@ func TestTakeDropsDoneCalls(t *testing.T) {
 	require.Zero(t, q.senders)
 	require.NotContains(t, s.queues, "item")
 }
+
+// holdPipelines holds every pipeline until release is closed, says on
+// entered that one has come, and on ran that one has run.
+type holdPipelines struct {
+	entered, release, ran chan struct{}
+}
+
+func (h *holdPipelines) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (h *holdPipelines) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (h *holdPipelines) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		select {
+		case h.entered <- struct{}{}:
+		default:
+		}
+		<-h.release
+		err := next(ctx, cmds)
+		select {
+		case h.ran <- struct{}{}:
+		default:
+		}
+		return err
+	}
+}
+
+// TestUndoAfterCallerGaveUp: a Reserve whose ID turns out bound to
+// another item, and whose caller gave up while the call was in flight,
+// still has the hold its script made undone when the answer comes.
+func TestUndoAfterCallerGaveUp(t *testing.T) {
+	t.Parallel()
+	s, client := newStore(t)
+	define(t, s, "a", stock.ItemConfig{}, 1)
+	require.NoError(t, client.Set(t.Context(), s.pointerKey("k"), "b", 0).Err())
+	hook := &holdPipelines{entered: make(chan struct{}, 1), release: make(chan struct{}), ran: make(chan struct{}, 1)}
+	client.AddHook(hook)
+
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Reserve(ctx, stock.ReserveRequest{Item: "a", Holder: "ann", ID: "k", Hold: time.Hour})
+		done <- err
+	}()
+	<-hook.entered
+	cancel()
+	require.ErrorIs(t, <-done, context.Canceled)
+	close(hook.release)
+	<-hook.ran // the script has made its hold
+
+	require.Eventually(t, func() bool {
+		_, _, ok := record(t, client, s.keys("a"), "k")
+		return !ok
+	}, 10*time.Second, 5*time.Millisecond, "the hold made under an ID bound to b is undone")
+	require.Equal(t, stock.Level{Item: "a", Available: 1}, level(t, s, "a"))
+	checkItem(t, s, client, "a")
+}
