@@ -734,3 +734,49 @@ func TestConfirmWaitsForConfirmingTransaction(t *testing.T) {
 	require.ErrorIs(t, <-released, stock.ErrConfirmed)
 	require.Equal(t, stock.Level{Item: "it", Confirmed: 1}, requireConsistent(t, s, pool, "it", 1))
 }
+
+// TestSettleInTransactionDoesNotWait: in a caller's transaction that holds
+// a holder's row, a Release or Confirm of the holder's hold past its time
+// does not wait for a Reserve that took the hold back and waits for that
+// row: the two would deadlock.
+func TestSettleInTransactionDoesNotWait(t *testing.T) {
+	for _, op := range []string{"Release", "Confirm"} {
+		t.Run(op, func(t *testing.T) {
+			t.Parallel()
+			ctx := t.Context()
+			opts := stockpg.Options{Shards: 2}
+			s, pool := newStore(t, opts)
+			require.NoError(t, s.Define(ctx, "it", stock.ItemConfig{}))
+			require.NoError(t, s.Restock(ctx, "it", 100))
+			_, err := s.Reserve(ctx, reserveReq("it", "alice", "old", 1))
+			require.NoError(t, err)
+
+			tx, err := pool.Begin(ctx)
+			require.NoError(t, err)
+			defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+			inTx, err := stockpg.New(tx, opts)
+			require.NoError(t, err)
+			_, err = inTx.Reserve(ctx, reserveReq("it", "alice", "new", 1)) // holds alice's row
+			require.NoError(t, err)
+			expire(t, pool, "old")
+
+			// A Reserve of alice's takes the expired hold back and waits
+			// for her row.
+			done := make(chan error, 1)
+			go func() {
+				_, err := s.Reserve(ctx, reserveReq("it", "alice", "other", 1))
+				done <- err
+			}()
+			waitBlockedBy(t, pool, tx.Conn().PgConn().PID())
+			if op == "Release" {
+				require.NoError(t, inTx.Release(ctx, "old"), "releasing a hold past its time")
+			} else {
+				_, err = inTx.Confirm(ctx, "old")
+				require.ErrorIs(t, err, stock.ErrExpired)
+			}
+			require.NoError(t, tx.Commit(ctx))
+			require.NoError(t, <-done, "the other Reserve")
+			requireConsistent(t, s, pool, "it", 100)
+		})
+	}
+}

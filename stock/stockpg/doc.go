@@ -22,9 +22,10 @@
 //     still cover them.
 //   - No serialization failures and no retries: nothing runs at
 //     SERIALIZABLE, and the statements take their row locks in one order
-//     (shard rows, then reservations, then holder rows, then the keys of
-//     new reservations, several of a kind always in one order), so no two
-//     of them deadlock. (A caller's transaction that runs several, like
+//     (shard rows, then reservations, then the keys of new reservations,
+//     with holder rows before the keys for an item with a holder limit
+//     and after them for one without; several of a kind always in one
+//     order), so no two of them deadlock. (A caller's transaction that runs several, like
 //     any transaction that locks rows, can.)
 //   - A Reserve retried with the same ID answers the same reservation and
 //     takes nothing more, whether the first attempt committed long ago,
@@ -191,7 +192,10 @@
 // READ COMMITTED. Reserve then runs alone, without group commit, as with
 // [Options.PerCall]; a sharded store's first try, on one shard, runs under
 // a savepoint that is rolled back if the exact step must follow, so that
-// it does not wait for every shard while holding one. (That first try
+// it does not wait for every shard while holding one. A Confirm or
+// Release there of a hold past its time answers from its snapshot without
+// waiting for another transaction that may be confirming or releasing the
+// hold, since waiting could deadlock with it. (That first try
 // changes no row inside reserve_batch's exception block unless it grants:
 // a row changed there would stay locked for its waiters until the whole
 // transaction ends, rollback to the savepoint or not.)

@@ -20,9 +20,10 @@ import (
 //     longer held is never wrong;
 //   - locks are taken in one order: shard rows first (several only in
 //     ascending shard order, or with SKIP LOCKED), then reservation rows,
-//     then holder rows (several in one order, the bytes of the holder),
 //     then (Reserve's inserts) the new reservations' keys (several in the
-//     byte order of their IDs). Shard rows are waited for only by
+//     byte order of their IDs), with holder rows (several in one order,
+//     the bytes of the holder) before the keys for an item with a holder
+//     limit and after them for one without. Shard rows are waited for only by
 //     statements that hold no other shard, or hold lower ones;
 //     reservation rows are locked with SKIP LOCKED, except by Release and
 //     Confirm, which wait for one hold; whoever holds it (Confirm, Sweep,

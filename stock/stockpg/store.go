@@ -317,14 +317,23 @@ func (s *Store) Confirm(ctx context.Context, id string) (stock.Reservation, erro
 }
 
 // settle waits until no other transaction holds reservation id, without
-// keeping a lock on it: it locks the row under a savepoint, or in a
-// transaction of its own, and rolls that back at once. A hold past its
-// time that a transaction confirmed or released while it was live ends
-// up so when that transaction commits; once none holds it, nothing can
-// change its state any more, and a new snapshot tells it. Confirm and
-// Release do not keep the lock, so that a hold past its time that they
-// looked at is still taken back by the next Reserve.
+// keeping a lock on it: it locks the row in a transaction of its own and
+// rolls that back at once. A hold past its time that a transaction
+// confirmed or released while it was live ends up so when that
+// transaction commits; once none holds it, nothing can change its state
+// any more, and a new snapshot tells it. Confirm and Release do not keep
+// the lock, so that a hold past its time that they looked at is still
+// taken back by the next Reserve.
+//
+// In a caller's transaction it does nothing, and the snapshot is the
+// answer: that transaction may hold a holder row or a shard that the
+// transaction holding the hold waits for (a Reserve taking the hold back),
+// and waiting for it would deadlock. A transaction of its own holds
+// nothing else while it waits.
 func (s *Store) settle(ctx context.Context, id string) error {
+	if _, inTx := s.db.(pgx.Tx); inTx {
+		return nil
+	}
 	b, ok := s.db.(interface {
 		Begin(context.Context) (pgx.Tx, error)
 	})

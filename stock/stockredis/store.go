@@ -290,9 +290,10 @@ func (s *Store) Reserve(ctx context.Context, req stock.ReserveRequest) (stock.Re
 			// The call is in flight: what its answer asks for (an undo,
 			// a longer binding) is still done when it comes.
 			go func() {
+				r := <-c.done
 				ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
 				defer cancel()
-				_, _ = s.answerReserve(ctx, c, <-c.done)
+				_, _ = s.answerReserve(ctx, c, r)
 			}()
 		}
 		return stock.Reservation{}, fmt.Errorf("stockredis: reserve %q: %w", req.ID, ctx.Err())
