@@ -24,7 +24,11 @@
 //
 // Wrap the partner call in a backpressure.Breaker whose OnStateChange is
 // [DisableWhileOpen]: a failing partner makes the item unavailable at once,
-// and the half-open probe re-enables it.
+// and the breaker's half-open state enables it again for the probe,
+// unless an operator disabled it meanwhile.
+//
+// Item names, holders, reservation IDs and codes are at most [MaxNameLen]
+// bytes in every store.
 //
 // [MemoryStore] is for tests and single-process services; stock/stockpg
 // and stock/stockredis are the shared stores, each documenting what it
