@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/idemq/idemq/backpressure"
+	"github.com/idemq/idemq/consumer"
 )
 
 // Unavailable is what Display shows for an item that cannot be reserved.
@@ -148,7 +149,7 @@ func (c *LevelCache) Forget(item string) {
 // an item disabled with reason, so give it a reason no operator uses. An
 // operator's Disable or Enable that lands between its reading the item and
 // switching it can still be undone. A switch that fails is logged and
-// tried again, waiting from 100ms up to 30s between tries, until it
+// tried again, waiting from 100ms up to 30s (with jitter), until it
 // succeeds or the breaker changes state again: an Enable lost to a store
 // error would otherwise leave the item disabled, and a half-open breaker
 // without the probe that could close it.
@@ -170,11 +171,10 @@ type breakerSwitch struct {
 	gen uint64     // the breaker's state changes so far
 }
 
-const (
-	switchTimeout  = 5 * time.Second
-	switchRetryMin = 100 * time.Millisecond
-	switchRetryMax = 30 * time.Second
-)
+const switchTimeout = 5 * time.Second
+
+// switchRetry spaces the tries of a switch that failed.
+var switchRetry = consumer.Backoff{Initial: 100 * time.Millisecond, Max: 30 * time.Second, Jitter: consumer.EqualJitter}
 
 func (w *breakerSwitch) change(name string, _, to backpressure.State) {
 	w.mu.Lock()
@@ -191,8 +191,8 @@ func (w *breakerSwitch) change(name string, _, to backpressure.State) {
 // retry applies to until it succeeds, unless the breaker has changed state
 // since gen.
 func (w *breakerSwitch) retry(name string, to backpressure.State, gen uint64) {
-	for delay := switchRetryMin; ; delay = min(2*delay, switchRetryMax) {
-		time.Sleep(delay)
+	for attempt := 1; ; attempt++ {
+		time.Sleep(switchRetry.Delay(attempt))
 		w.mu.Lock()
 		if w.gen != gen {
 			w.mu.Unlock()

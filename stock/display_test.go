@@ -231,46 +231,61 @@ func TestBreakerRetriesSwitch(t *testing.T) {
 	store.failEnables.Store(1)
 	change("p", backpressure.StateOpen, backpressure.StateHalfOpen)
 	change("p", backpressure.StateHalfOpen, backpressure.StateOpen)
-	time.Sleep(3 * switchRetryMin) // past the first retry
+	time.Sleep(3 * switchRetry.Initial) // past the first retry
 	requireDisabled(t, store, "voucher", true, "partner unavailable")
 	require.Equal(t, int32(4), store.enables.Load(), "the overtaken retry did not Enable")
 }
 
+// steppedStore answers its n-th Level (from 0) with what it read at once,
+// but only once release[n] is closed.
+type steppedStore struct {
+	Store
+	reads   atomic.Int32
+	release [2]chan struct{}
+}
+
+func (s *steppedStore) Level(ctx context.Context, item string) (Level, error) {
+	n := s.reads.Add(1) - 1
+	l, err := s.Store.Level(ctx, item)
+	<-s.release[n]
+	return l, err
+}
+
 // TestLevelCacheForgetDuringRead: after Forget, a call reads the store
 // anew even while a read begun before Forget is still under way, and that
-// read's level is not cached.
+// read's level, finishing last, is not cached.
 func TestLevelCacheForgetDuringRead(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	mem := NewMemoryStore()
 	require.NoError(t, mem.Define(ctx, "v", ItemConfig{}))
 	require.NoError(t, mem.Restock(ctx, "v", 20))
-	store := &countingStore{Store: mem, gate: make(chan struct{})}
+	store := &steppedStore{Store: mem, release: [2]chan struct{}{make(chan struct{}), make(chan struct{})}}
 	c, err := NewLevelCache(store, CacheOptions{TTL: time.Hour})
 	require.NoError(t, err)
 
-	before := make(chan string, 1)
-	go func() {
-		d, err := c.Display(ctx, "v")
-		require.NoError(t, err)
-		before <- d
-	}()
+	display := func() chan string {
+		out := make(chan string, 1)
+		go func() {
+			d, err := c.Display(ctx, "v")
+			require.NoError(t, err)
+			out <- d
+		}()
+		return out
+	}
+	before := display()
 	require.Eventually(t, func() bool { return store.reads.Load() == 1 }, 10*time.Second, time.Millisecond)
 	require.NoError(t, mem.Disable(ctx, "v", "fraud check"))
 	c.Forget("v")
-	after := make(chan string, 1)
-	go func() {
-		d, err := c.Display(ctx, "v")
-		require.NoError(t, err)
-		after <- d
-	}()
+	after := display()
 	require.Eventually(t, func() bool { return store.reads.Load() == 2 }, 10*time.Second, time.Millisecond,
 		"a call after Forget does not join the read begun before it")
-	close(store.gate)
+	close(store.release[1])
 	require.Equal(t, Unavailable, <-after)
-	<-before // read before the Disable or after it: either is right for it
+	close(store.release[0])
+	require.Equal(t, "10+", <-before, "the read begun before Disable")
 	d, err := c.Display(ctx, "v")
 	require.NoError(t, err)
-	require.Equal(t, Unavailable, d, "the level read before Forget was not cached")
+	require.Equal(t, Unavailable, d, "the level read before Forget, which came last, was not cached")
 	require.Equal(t, int32(2), store.reads.Load())
 }

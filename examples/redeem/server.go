@@ -281,8 +281,8 @@ func (s *server) redeem(w http.ResponseWriter, r *http.Request) {
 		b.Record(ticket, err)
 	}
 	defer func() {
-		if !recorded { // the partner panicked
-			b.Record(ticket, errors.New("redeem: partner call did not return"))
+		if !recorded { // the reserve, the refusal or the partner panicked
+			b.Record(ticket, errors.New("redeem: panicked before the partner's outcome was recorded"))
 		}
 	}()
 
